@@ -1,0 +1,253 @@
+"""The ``vent`` command line (a thin Typer layer: heavy imports live inside the commands).
+
+Exit codes: 0 success, 2 bad config or usage, 1 any other failure. Errors print one paragraph; ``--debug`` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from vent import __version__
+
+app = typer.Typer(
+    name="vent",
+    help="Regional lung ventilation from 4DCT: radiomic sequences, sequence models and temporal saliency.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state: dict[str, Any] = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """vent: find compromised ventilation in a 4DCT you already have."""
+    _state["debug"] = debug
+    _state["quiet"] = quiet
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(error: BaseException) -> None:
+    from vent.errors import VentError
+
+    if _state.get("debug"):
+        traceback.print_exception(error)
+    code = error.exit_code if isinstance(error, VentError) else 1
+    kind = "error" if isinstance(error, VentError) else f"unexpected error ({type(error).__name__})"
+    typer.secho(f"{kind}: {error}", err=True, fg=typer.colors.RED)
+    if not isinstance(error, VentError) and not _state.get("debug"):
+        typer.echo("run again with `vent --debug ...` for the traceback", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        typer.secho("interrupted; finished artifacts are kept and the next run resumes", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    except Exception as error:  # noqa: BLE001 - the CLI boundary turns every error into a message
+        _fail(error)
+
+
+class _RichProgress:
+    """Progress bars on stderr via rich; one bar per task."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+                                  disable=_state.get("quiet", False))
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    @contextmanager
+    def task(self, description: str, total: float | None) -> Iterator[Any]:
+        task_id = self._progress.add_task(description, total=total)
+
+        class _Task:
+            def advance(_self, amount: float = 1) -> None:  # noqa: N805
+                self._progress.advance(task_id, amount)
+
+        try:
+            yield _Task()
+        finally:
+            self._progress.remove_task(task_id)
+
+
+def _context(config_path: Path, overrides: list[str] | None, run_dir: Path | None, progress: Any = None) -> Any:
+    from vent.config import load_config
+    from vent.runner import NullProgress, RunContext
+
+    config = load_config(config_path, overrides)
+    if run_dir is not None:
+        config.run_dir = run_dir.resolve()
+    return RunContext(config=config, progress=progress or NullProgress(), echo=typer.echo)
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML run config, e.g. configs/demo.yaml.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.lr=2e-4.")]
+RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Artifacts folder (overrides run_dir).")]
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (upstream must be current).")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and every later one.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run the selected stages even if current.")] = False,
+    run_dir: RunDirOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Run the pipeline: each stage runs only if its fingerprint changed; prints why it runs or is skipped."""
+    with _errors():
+        from vent.runner import execute_plan, plan_run
+        from vent.stages import all_stages
+        from vent.stages.preprocess import ensure_data
+
+        with _RichProgress() as progress:
+            ctx = _context(config, overrides, run_dir, progress)
+            ensure_data(ctx.config, echo=typer.echo)
+            plans = plan_run(ctx, all_stages(), only=only, start=start, force=force)
+            summary = execute_plan(ctx, plans)
+        ran = [row["stage"] for row in summary if row["action"] == "run"]
+        total = sum(row["seconds"] for row in summary)
+        typer.echo(f"done: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}) in {total:.1f} s; "
+                   f"artifacts in {ctx.run_dir}")
+        report = ctx.run_dir / "report" / "report.html"
+        if report.exists():
+            typer.echo(f"report: {report}")
+
+
+@app.command()
+def validate(config: ConfigArg, overrides: SetOption = None) -> None:
+    """Check the config and the data (files, phases, geometry) without computing anything."""
+    with _errors():
+        from vent.stages.preprocess import PreprocessStage
+
+        ctx = _context(config, overrides, None)
+        typer.echo(f"config {config}: valid")
+        data = ctx.config.data
+        if data.synthetic is not None and not data.root.is_dir():
+            typer.echo(f"data: a synthetic cohort will be generated in {data.root} ({data.synthetic.cases} cases)")
+            return
+        warnings = PreprocessStage().check(ctx)
+        from vent.stages.preprocess import cohort_subjects
+
+        subjects = cohort_subjects(ctx.config)
+        n_phases = len(next(iter(subjects.values())).phase_images)
+        typer.echo(f"data {data.root}: {len(subjects)} subjects, {n_phases} phases each, headers consistent")
+        for reason_case, reason in data.exclude.items():
+            typer.echo(f"  excluded {reason_case}: {reason}")
+        for warning in warnings:
+            typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
+
+
+@app.command()
+def status(config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption = None) -> None:
+    """A table of stages: state (current, stale, never run, incomplete) and why."""
+    with _errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from vent.runner import plan_run
+        from vent.stages import all_stages
+
+        ctx = _context(config, overrides, run_dir)
+        table = Table(title=f"vent status: {ctx.run_dir}")
+        for column in ("stage", "state", "reason"):
+            table.add_column(column)
+        if ctx.config.data.synthetic is not None and not ctx.config.data.root.is_dir():
+            for stage in all_stages():
+                table.add_row(stage.name, "never run", "synthetic data not generated yet")
+        else:
+            for plan in plan_run(ctx, all_stages()):
+                table.add_row(plan.stage.name, plan.state, plan.reason)
+        Console().print(table)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write Subject_XX folders into (VAMPIRE layout).")],
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Number of subjects.")] = 6,
+    modality: Annotated[str, typer.Option("--modality", help="pet (5 phases) or spect (10 phases).")] = "pet",
+    size: Annotated[str, typer.Option("--size", help="tiny, demo or full (a real adult lung, ~600k voxels at 2 mm).")] = "demo",
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
+) -> None:
+    """Write a realistic synthetic 4DCT cohort with reference ventilation images."""
+    with _errors():
+        from vent.errors import ConfigError
+        from vent.synth import write_synthetic_cohort
+
+        if modality not in ("pet", "spect"):
+            raise ConfigError(f"--modality {modality!r}: use 'pet' or 'spect'")
+        if size not in ("tiny", "demo", "full"):
+            raise ConfigError(f"--size {size!r}: use 'tiny', 'demo' or 'full'")
+        folders = write_synthetic_cohort(out_dir, n_cases=cases, modality=modality, size=size, seed=seed,
+                                         progress=lambda message: typer.echo(message, err=True))
+        typer.echo(f"wrote {len(folders)} subjects to {out_dir}")
+
+
+@app.command()
+def features(
+    image: Annotated[Path, typer.Argument(help="Image (any format SimpleITK reads).")],
+    mask: Annotated[Path, typer.Argument(help="Mask on the image's grid (non-zero = inside).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output HDF5 (or CSV with --roi).")],
+    kernel_mm: Annotated[float, typer.Option("--kernel-mm", help="Kernel edge in mm (odd voxel count).")] = 26.0,
+    bins: Annotated[str, typer.Option("--bins", help="Fixed bin count, or 'none' for images already in grey levels.")] = "64",
+    bin_width: Annotated[Optional[float], typer.Option("--bin-width", help="Fixed bin width instead of a bin count.")] = None,
+    feature_ids: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature ids (default: all 56).")] = None,
+    roi: Annotated[bool, typer.Option("--roi", help="One value per feature over the whole mask (IBSI segment mode), CSV.")] = False,
+    nifti_dir: Annotated[Optional[Path], typer.Option("--nifti-dir", help="Also write one NIfTI per feature map.")] = None,
+) -> None:
+    """Voxel-wise radiomic feature maps (or ROI values) for any image and mask."""
+    with _errors():
+        from vent.errors import ConfigError
+        from vent.radiomics import write_feature_maps
+
+        if bins.lower() == "none" or bin_width is not None:
+            bin_count = None
+        else:
+            try:
+                bin_count = int(bins)
+            except ValueError:
+                raise ConfigError(f"--bins {bins!r}: give an integer bin count or 'none'") from None
+        ids = [f.strip() for f in feature_ids.split(",")] if feature_ids else None
+        written = write_feature_maps(image, mask, out, kernel_mm=kernel_mm, bin_count=bin_count, bin_width=bin_width,
+                                     feature_ids=ids, roi=roi, nifti_dir=nifti_dir)
+        typer.echo(f"wrote {written}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,328 @@
+"""Typed run configuration, validated when the YAML file is loaded.
+
+One section per stage (``preprocess``, ``radiomics``, ``select``, ``train``, ``explain``, ``report``) plus ``data``
+(where the cohort is) and ``cv`` (the patient folds shared by ``select`` and ``train``). Every model forbids unknown
+keys, so a typo is an error that names the file, the dotted key and the closest valid key.
+
+Relative paths in a config file are resolved against the directory holding that file, never against the current
+directory or environment variables, so ``vent run configs/pet.yaml`` means the same thing from anywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vent.errors import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "SyntheticConfig",
+    "PreprocessConfig",
+    "GroundTruthConfig",
+    "RadiomicsConfig",
+    "SelectConfig",
+    "CVConfig",
+    "TrainConfig",
+    "ExplainConfig",
+    "ReportConfig",
+    "load_config",
+    "section_hash",
+]
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class SyntheticConfig(_Section):
+    """A built-in synthetic cohort, generated into ``data.root`` (VAMPIRE layout) before preprocessing."""
+
+    cases: int = Field(6, ge=1, le=200, description="Number of synthetic subjects.")
+    modality: Literal["pet", "spect"] = Field("pet", description="PET-like (5 phases) or SPECT-like (10 phases).")
+    size: Literal["tiny", "demo", "full"] = Field("demo", description="Anatomy size; 'full' is a real adult lung.")
+    seed: int = Field(0, description="Seed of the generator; each subject depends only on (seed, index).")
+
+
+class DataConfig(_Section):
+    """Where the cohort is and which subjects to use."""
+
+    root: Path = Field(..., description="A study folder in the VAMPIRE layout (holds Subject_XX folders).")
+    subjects: list[str] | str | None = Field(
+        None, description="Subject ids, or a glob pattern such as 'Subject_*'; null = every Subject_* folder."
+    )
+    exclude: dict[str, str] = Field(
+        default_factory=dict, description="Subject id -> reason for leaving it out (recorded in the report)."
+    )
+    phase_order: Literal["file", "from_max_exhale"] = Field(
+        "file",
+        description="'file': keep the PhaseImage_NN order; 'from_max_exhale': rotate so the phase with the smallest "
+        "lung volume comes first (the order is recorded either way).",
+    )
+    synthetic: SyntheticConfig | None = Field(
+        None, description="If set, generate a synthetic cohort into 'root' when it is not there yet."
+    )
+
+
+class GroundTruthConfig(_Section):
+    """Ground-truth defects from the reference ventilation image (study section 4.1)."""
+
+    method: Literal["volume", "cumulative"] = Field(
+        "volume",
+        description="'volume': the lowest-valued fraction of lung voxels; 'cumulative': the lowest-valued voxels "
+        "that together hold that fraction of the total ventilation.",
+    )
+    fraction: float = Field(0.30, gt=0.0, lt=1.0, description="Defect fraction (study: 0.30).")
+    outlier_sd: float = Field(4.0, gt=0.0, description="Iterative clipping at mean +/- this many SD.")
+    tolerance: float = Field(0.01, gt=0.0, lt=1.0, description="Stop when the threshold moves less than this.")
+    max_iterations: int = Field(100, ge=1)
+    median_filter: bool = Field(False, description="3x3x3 median filter on the RefVI before thresholding.")
+
+
+class PreprocessConfig(_Section):
+    """Reading, checking and resampling each subject onto one 2 mm grid."""
+
+    spacing_mm: tuple[float, float, float] = Field((2.0, 2.0, 2.0), description="Output spacing (x, y, z) in mm.")
+    analysis_mask: Literal["average", "average_and_vent", "union_phases"] = Field(
+        "average_and_vent",
+        description="Voxels analysed: the average-CT lung mask, intersected with the RefVI mask by default.",
+    )
+    crop_margin_mm: float = Field(
+        20.0, ge=0.0, description="Crop every array to the lung bounding box plus this margin (saves memory)."
+    )
+    min_lung_voxels: int = Field(100, ge=1, description="Fewer analysed voxels than this is an error.")
+    ground_truth: GroundTruthConfig = Field(default_factory=GroundTruthConfig)
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError(f"every spacing must be > 0 mm, got {list(value)}")
+        return value
+
+
+class RadiomicsConfig(_Section):
+    """Voxel-wise radiomic filtering of every phase."""
+
+    kernel_mm: float = Field(26.0, gt=0.0, description="Kernel edge in mm; turned into an odd voxel count.")
+    bin_count: int | None = Field(64, ge=2, description="Fixed bin number; null with bin_width or for grey levels.")
+    bin_width: float | None = Field(None, gt=0.0, description="Fixed bin width (HU); excludes bin_count.")
+    discretisation_scope: Literal["phase", "case"] = Field(
+        "phase", description="'phase': bin edges over the lung in each phase (pyradiomics); 'case': one scale per patient."
+    )
+    masked_kernel: bool = Field(True, description="Restrict each kernel to lung voxels (pyradiomics' masked kernel).")
+    kernel_mask: Literal["phase", "analysis"] = Field(
+        "phase", description="Mask bounding the kernel: each phase's own lung mask, or the analysis mask."
+    )
+    features: list[str] | Literal["all"] = Field("all", description="Feature ids to compute, or 'all' (56).")
+    dtype: Literal["float32", "float64"] = "float32"
+    backend: Literal["auto", "numba", "torch"] = "auto"
+    workers: int | None = Field(None, ge=1, description="CPU threads; null = all cores.")
+
+    @model_validator(mode="after")
+    def _one_discretisation(self) -> RadiomicsConfig:
+        if self.bin_count is not None and self.bin_width is not None:
+            raise ValueError("set either bin_count or bin_width, not both (set the other to null)")
+        return self
+
+
+class CVConfig(_Section):
+    """Cross-validation folds, split by patient, written once and reused by every model."""
+
+    n_folds: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of training patients kept for early stopping.")
+    seed: int = 0
+
+
+class SelectConfig(_Section):
+    """Feature selection by correlation clustering (study section 4.5)."""
+
+    mode: Literal["nested", "paper"] = Field(
+        "nested",
+        description="'nested': select inside each fold from training patients only (no leakage); 'paper': select once "
+        "on all patients, as published. Both are computed and reported; this one feeds the models.",
+    )
+    linkage: Literal["average", "complete", "single", "weighted"] = "average"
+    cutoffs: list[float] | None = Field(None, description="Distance cut-offs swept; null = a default sweep.")
+    max_voxels_per_case: int = Field(20000, ge=100, description="Voxels sampled per patient for the Spearman score.")
+    target: Literal["defect", "refvi"] = Field("defect", description="Ground truth the representative must track.")
+
+
+class TransformerConfig(_Section):
+    """Transformer-encoder ablation (fixed sinusoidal positions, residual blocks, dense sigmoid head)."""
+
+    d_model: int = Field(64, ge=4)
+    n_heads: int = Field(4, ge=1)
+    n_blocks: int = Field(4, ge=1)
+    dim_feedforward: int = Field(128, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Section):
+    """Sequence models and their training."""
+
+    models: list[str] = Field(["lstm", "bilstm", "transformer", "lstm_raw"], min_length=1)
+    reference_model: str = Field("lstm", description="The proposed model every other is tested against.")
+    hidden: list[int] = Field([128, 64, 32, 16, 8], min_length=1, description="LSTM cells per layer.")
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
+    lr: float = Field(1e-4, gt=0.0)
+    batch_size: int = Field(2048, ge=1)
+    max_epochs: int = Field(500, ge=1)
+    patience: int = Field(20, ge=1, description="Epochs without validation improvement before stopping.")
+    clip_grad_norm: float = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    pos_weight: float | Literal["auto"] | None = Field(None, description="Positive-class weight; 'auto' = neg/pos.")
+    max_voxels_per_case: int | None = Field(None, ge=1, description="Subsample training voxels per patient.")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Probability threshold for binary defects.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _reference_is_trained(self) -> TrainConfig:
+        if self.reference_model not in self.models:
+            raise ValueError(f"reference_model {self.reference_model!r} must be one of models {self.models}")
+        return self
+
+
+class ExplainConfig(_Section):
+    """Temporal saliency (Integrated Gradients + the study's TSR variant) of the reference model."""
+
+    method: Literal["study", "tsr"] = "study"
+    n_steps: int = Field(50, ge=2, description="Integrated Gradients steps.")
+    voxels_per_class_per_case: int = Field(200, ge=1, description="Defect and healthy voxels explained per patient.")
+    internal_batch_size: int = Field(4096, ge=1)
+    top_k: int = Field(5, ge=1, description="Key sequences shown in the trend figure.")
+    seed: int = 0
+
+
+class ReportConfig(_Section):
+    """Tables and figures."""
+
+    formats: list[Literal["html", "md"]] = ["html", "md"]
+    alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level for the '*' marks.")
+
+
+class RunConfig(_Section):
+    """A whole run: data, every stage's settings and where the artifacts go."""
+
+    run_dir: Path = Field(..., description="Folder for every stage's artifacts.")
+    data: DataConfig
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    source: Path | None = Field(None, exclude=True, description="The YAML file this was loaded from.")
+
+
+def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at ``loc`` (used to suggest a valid key)."""
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            owner = _model_for_path(loc)
+            valid = sorted(owner.model_fields) if owner else []
+            valid = [v for v in valid if v != "source"]
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+            hint = f"; did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
+            lines.append(f"  - unknown key '{key}'{hint} (valid keys here: {', '.join(valid)})")
+        else:
+            value = item.get("input")
+            shown = "" if item["type"] == "missing" else f" (got {value!r})"
+            lines.append(f"  - '{key}': {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    if not config.run_dir.is_absolute():
+        config.run_dir = (base / config.run_dir).resolve()
+    if not config.data.root.is_absolute():
+        config.data.root = (base / config.data.root).resolve()
+    return config
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: Path, source: str = "<dict>") -> RunConfig:
+    """Validate a config mapping; relative paths are resolved against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+    return _resolve_paths(config, base_dir)
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> RunConfig:
+    """Load and validate a YAML run config.
+
+    Args:
+        path: the YAML file.
+        overrides: ``dotted.key=value`` strings applied on top (values parsed as YAML), e.g. ``train.lr=2e-4``.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key or value is invalid (the message names the file,
+            the dotted key, the bad value and, for unknown keys, the closest valid one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config such as configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    for override in overrides or []:
+        _apply_override(raw, override, path)
+    config = config_from_dict(raw, path.parent.resolve(), str(path))
+    config.source = path.resolve()
+    return config
+
+
+def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value (for example train.lr=2e-4)")
+    key, value = override.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: '{part}' in {path} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def section_dict(config: RunConfig, section: str) -> Any:
+    """The JSON-ready content of one top-level section (paths as strings)."""
+    return json.loads(getattr(config, section).model_dump_json()) if isinstance(
+        getattr(config, section), BaseModel
+    ) else json.loads(json.dumps(getattr(config, section), default=str))
+
+
+def section_hash(config: RunConfig, section: str) -> str:
+    """SHA-256 of one section's canonical JSON: the config part of a stage fingerprint."""
+    blob = json.dumps(section_dict(config, section), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

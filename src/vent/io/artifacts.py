@@ -1,0 +1,178 @@
+"""HDF5 layouts of the per-case artifacts: the only module that knows dataset names.
+
+Axis order: 4D arrays are (t, z, y, x), 3D arrays (z, y, x), coordinates (z, y, x) voxel indices on the case's 2 mm
+grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is the first phase in the recorded
+``phase_order``.
+
+``preprocess/<case>.h5``::
+
+    /ct            (T, Z, Y, X) float32   HU, resampled (linear) to the 2 mm grid
+    /phase_masks   (T, Z, Y, X) uint8     lung mask per phase
+    /lung_mask     (Z, Y, X) uint8        analysed voxels (see preprocess.analysis_mask)
+    /refvi         (Z, Y, X) float32      reference ventilation image on the same grid
+    /defect        (Z, Y, X) uint8        ground-truth defects (inside lung_mask)
+    attrs: case_id, fingerprint, grid (size_xyz, spacing_mm_xyz, origin_mm_xyz, direction), crop_start_zyx,
+           phase_files, phase_order, lung_volume_ml per phase, inhale_phase, exhale_phase, ground-truth details
+
+``radiomics/<case>.h5``::
+
+    /features      (N, T, F) float32      N lung voxels, T phases, F features (chunked by voxels, compressed)
+    /intensity     (N, T) float32         the voxel's own CT value per phase (raw 4DCT sequence)
+    /labels        (N,) uint8             ground-truth defect
+    /refvi         (N,) float32           reference ventilation at the voxel
+    /coords        (N, 3) int32           (z, y, x)
+    attrs: case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vent.errors import ArtifactError
+from vent.io.images import Grid
+
+__all__ = [
+    "PreprocessedCase",
+    "write_preprocessed_case",
+    "read_preprocessed_case",
+    "write_radiomics_case",
+    "radiomics_case_info",
+    "VOXEL_CHUNK",
+]
+
+VOXEL_CHUNK = 4096
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+@dataclass
+class PreprocessedCase:
+    case_id: str
+    ct_tzyx: np.ndarray
+    phase_masks_tzyx: np.ndarray
+    lung_mask_zyx: np.ndarray
+    refvi_zyx: np.ndarray
+    defect_zyx: np.ndarray
+    grid: Grid
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_phases(self) -> int:
+        return int(self.ct_tzyx.shape[0])
+
+
+def _set_attrs(node: h5py.HLObject, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            node.attrs[key] = json.dumps(value, default=str)
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+            node.attrs[key] = np.array(value, dtype=h5py.string_dtype())
+        else:
+            node.attrs[key] = value
+
+
+def _get_attrs(node: h5py.HLObject) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+            value = [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def write_preprocessed_case(path: Path, case: PreprocessedCase, fingerprint: str) -> None:
+    """Write a preprocessed case (see module docstring for the layout)."""
+    with h5py.File(path, "w") as handle:
+        t, z, y, x = case.ct_tzyx.shape
+        chunks4 = (1, min(z, 32), min(y, 64), min(x, 64))
+        chunks3 = chunks4[1:]
+        handle.create_dataset("ct", data=case.ct_tzyx.astype(np.float32), chunks=chunks4, **_COMPRESSION)
+        handle.create_dataset("phase_masks", data=case.phase_masks_tzyx.astype(np.uint8), chunks=chunks4, **_COMPRESSION)
+        handle.create_dataset("lung_mask", data=case.lung_mask_zyx.astype(np.uint8), chunks=chunks3, **_COMPRESSION)
+        handle.create_dataset("refvi", data=case.refvi_zyx.astype(np.float32), chunks=chunks3, **_COMPRESSION)
+        handle.create_dataset("defect", data=case.defect_zyx.astype(np.uint8), chunks=chunks3, **_COMPRESSION)
+        _set_attrs(handle, {"case_id": case.case_id, "fingerprint": fingerprint, "axis_order": "t,z,y,x",
+                            **case.grid.to_attrs(), **case.attrs})
+
+
+def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase:
+    """Read a preprocessed case; ``load_ct=False`` skips the 4D arrays (returns empty placeholders)."""
+    if not path.is_file():
+        raise ArtifactError(f"preprocessed case {path} is missing; run the preprocess stage first")
+    with h5py.File(path, "r") as handle:
+        attrs = _get_attrs(handle)
+        grid = Grid.from_attrs(attrs)
+        empty = np.zeros((0, 0, 0, 0), np.float32)
+        return PreprocessedCase(
+            case_id=str(attrs["case_id"]),
+            ct_tzyx=handle["ct"][...] if load_ct else empty,
+            phase_masks_tzyx=handle["phase_masks"][...] if load_ct else empty.astype(np.uint8),
+            lung_mask_zyx=handle["lung_mask"][...],
+            refvi_zyx=handle["refvi"][...],
+            defect_zyx=handle["defect"][...],
+            grid=grid,
+            attrs=attrs,
+        )
+
+
+def create_radiomics_case(handle: h5py.File, n_voxels: int, n_phases: int, feature_ids: list[str],
+                          ibsi_ids: list[str], attrs: dict[str, Any]) -> h5py.Dataset:
+    """Create the radiomics layout in an open file; returns the (N, T, F) features dataset to fill phase by phase."""
+    n_features = len(feature_ids)
+    chunk = (max(1, min(VOXEL_CHUNK, n_voxels)), n_phases, n_features)
+    features = handle.create_dataset("features", shape=(n_voxels, n_phases, n_features), dtype=np.float32,
+                                     chunks=chunk, **_COMPRESSION)
+    _set_attrs(features, {"feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids), "axis_order": "voxel,t,feature"})
+    _set_attrs(handle, {**attrs, "feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids)})
+    return features
+
+
+def write_radiomics_case(path: Path, *, features_ntf: np.ndarray, intensity_nt: np.ndarray, labels: np.ndarray,
+                         refvi: np.ndarray, coords_zyx: np.ndarray, feature_ids: list[str], ibsi_ids: list[str],
+                         attrs: dict[str, Any]) -> None:
+    """Write a whole radiomics case (see module docstring)."""
+    n, t, _ = features_ntf.shape
+    with h5py.File(path, "w") as handle:
+        features = create_radiomics_case(handle, n, t, feature_ids, ibsi_ids, attrs)
+        features[...] = features_ntf
+        write_radiomics_voxel_data(handle, intensity_nt, labels, refvi, coords_zyx)
+
+
+def write_radiomics_voxel_data(handle: h5py.File, intensity_nt: np.ndarray, labels: np.ndarray, refvi: np.ndarray,
+                               coords_zyx: np.ndarray) -> None:
+    n = len(labels)
+    chunk = max(1, min(VOXEL_CHUNK, n))
+    handle.create_dataset("intensity", data=intensity_nt.astype(np.float32), chunks=(chunk, intensity_nt.shape[1]),
+                          **_COMPRESSION)
+    handle.create_dataset("labels", data=labels.astype(np.uint8), chunks=(chunk,), **_COMPRESSION)
+    handle.create_dataset("refvi", data=refvi.astype(np.float32), chunks=(chunk,), **_COMPRESSION)
+    handle.create_dataset("coords", data=coords_zyx.astype(np.int32), chunks=(chunk, 3), **_COMPRESSION)
+
+
+def radiomics_case_info(path: Path) -> dict[str, Any]:
+    """Shape and attributes of a radiomics case without reading the feature array."""
+    if not path.is_file():
+        raise ArtifactError(f"radiomics case {path} is missing; run the radiomics stage first")
+    with h5py.File(path, "r") as handle:
+        info = _get_attrs(handle)
+        info["shape"] = tuple(handle["features"].shape)
+    return info
+
+
+def read_attrs(path: Path) -> dict[str, Any]:
+    """All root attributes of an HDF5 artifact."""
+    with h5py.File(path, "r") as handle:
+        return _get_attrs(handle)

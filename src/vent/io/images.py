@@ -1,0 +1,202 @@
+"""Reading medical images and resampling them in physical space.
+
+Axis order, stated once for the whole project: SimpleITK images index (x, y, z); every numpy array in vent is
+(z, y, x) (``sitk.GetArrayFromImage`` order), and 4D arrays are (t, z, y, x). Spacings are stored as
+``spacing_mm_xyz`` when they come from SimpleITK and ``spacing_mm_zyx`` when they describe a numpy array; origins
+are physical (x, y, z) in mm; directions are 3x3 row-major cosine matrices as SimpleITK gives them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from vent.errors import DataError
+
+__all__ = [
+    "Grid",
+    "read_image",
+    "grid_of",
+    "make_isotropic_grid",
+    "resample_to_grid",
+    "image_from_array",
+    "check_same_geometry",
+]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in physical space: size (x, y, z), spacing (x, y, z) mm, origin (x, y, z) mm, direction 3x3."""
+
+    size_xyz: tuple[int, int, int]
+    spacing_mm_xyz: tuple[float, float, float]
+    origin_mm_xyz: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        """The numpy shape of an array on this grid."""
+        return (self.size_xyz[2], self.size_xyz[1], self.size_xyz[0])
+
+    @property
+    def spacing_mm_zyx(self) -> tuple[float, float, float]:
+        return (self.spacing_mm_xyz[2], self.spacing_mm_xyz[1], self.spacing_mm_xyz[0])
+
+    def reference_image(self) -> sitk.Image:
+        """An empty image carrying this grid (for ``sitk.Resample``)."""
+        image = sitk.Image([int(s) for s in self.size_xyz], sitk.sitkUInt8)
+        image.SetSpacing(self.spacing_mm_xyz)
+        image.SetOrigin(self.origin_mm_xyz)
+        image.SetDirection(self.direction)
+        return image
+
+    def crop(self, start_zyx: tuple[int, int, int], shape_zyx: tuple[int, int, int]) -> Grid:
+        """The sub-grid starting at voxel ``start_zyx`` with ``shape_zyx`` voxels."""
+        index_xyz = [int(start_zyx[2]), int(start_zyx[1]), int(start_zyx[0])]
+        origin = self.reference_image().TransformIndexToPhysicalPoint(index_xyz)
+        return Grid(
+            size_xyz=(int(shape_zyx[2]), int(shape_zyx[1]), int(shape_zyx[0])),
+            spacing_mm_xyz=self.spacing_mm_xyz,
+            origin_mm_xyz=tuple(float(v) for v in origin),
+            direction=self.direction,
+        )
+
+    def to_attrs(self) -> dict[str, object]:
+        return {
+            "size_xyz": list(self.size_xyz),
+            "spacing_mm_xyz": list(self.spacing_mm_xyz),
+            "origin_mm_xyz": list(self.origin_mm_xyz),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: object) -> Grid:
+        get = attrs.__getitem__  # works for dicts and h5py attribute managers
+        return cls(
+            size_xyz=tuple(int(v) for v in get("size_xyz")),
+            spacing_mm_xyz=tuple(float(v) for v in get("spacing_mm_xyz")),
+            origin_mm_xyz=tuple(float(v) for v in get("origin_mm_xyz")),
+            direction=tuple(float(v) for v in get("direction")),
+        )
+
+
+def grid_of(image: sitk.Image) -> Grid:
+    """The grid an image lives on."""
+    return Grid(
+        size_xyz=tuple(int(v) for v in image.GetSize()),
+        spacing_mm_xyz=tuple(float(v) for v in image.GetSpacing()),
+        origin_mm_xyz=tuple(float(v) for v in image.GetOrigin()),
+        direction=tuple(float(v) for v in image.GetDirection()),
+    )
+
+
+def read_image(path: Path, what: str = "image") -> sitk.Image:
+    """Read a 3D image with SimpleITK, with errors that name the file.
+
+    Args:
+        path: any format SimpleITK reads (.mha, .mhd, .nii.gz, .nrrd, ...).
+        what: what the file is, for the error message ("phase image", "lung mask", ...).
+
+    Raises:
+        DataError: the file is missing, unreadable, not 3D, or holds NaN/inf values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist; check the data root and the subject's folder")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown reason"
+        raise DataError(f"{what} {path} could not be read by SimpleITK ({first}); is the file complete?") from None
+    if image.GetDimension() != 3:
+        raise DataError(f"{what} {path} is {image.GetDimension()}D; vent needs one 3D volume per file")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components; expected a scalar image")
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        values = sitk.GetArrayViewFromImage(image)
+        if not np.isfinite(values).all():
+            n_bad = int((~np.isfinite(values)).sum())
+            raise DataError(f"{what} {path} holds {n_bad} NaN or infinite values; fix or mask them before running vent")
+    return image
+
+
+def check_same_geometry(reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path,
+                        tolerance_mm: float = 1e-3) -> None:
+    """Raise DataError naming both files when two images do not share size, spacing, origin and direction."""
+    problems = []
+    if reference.GetSize() != other.GetSize():
+        problems.append(f"size {other.GetSize()} vs {reference.GetSize()}")
+    if not np.allclose(reference.GetSpacing(), other.GetSpacing(), atol=tolerance_mm):
+        problems.append(f"spacing {other.GetSpacing()} vs {reference.GetSpacing()}")
+    if not np.allclose(reference.GetOrigin(), other.GetOrigin(), atol=max(tolerance_mm, 1e-2)):
+        problems.append(f"origin {other.GetOrigin()} vs {reference.GetOrigin()}")
+    if not np.allclose(reference.GetDirection(), other.GetDirection(), atol=1e-4):
+        problems.append("direction differs")
+    if problems:
+        raise DataError(
+            f"{other_path} does not share the geometry of {reference_path}: {'; '.join(problems)}. "
+            "All phases of a 4DCT and their masks must lie on one grid."
+        )
+
+
+def make_isotropic_grid(reference: Grid, spacing_mm_xyz: tuple[float, float, float]) -> Grid:
+    """A grid with the reference's origin corner, direction and physical extent, at a new spacing.
+
+    The new size is ceil(size * old_spacing / new_spacing) per axis, so the physical extent is covered. The origin is
+    moved so that the first voxel's *edge* (not centre) coincides with the reference's first voxel edge.
+    """
+    size = []
+    origin_shift_index = []
+    for n, old, new in zip(reference.size_xyz, reference.spacing_mm_xyz, spacing_mm_xyz):
+        size.append(max(1, int(math.ceil(n * old / new - 1e-6))))
+        origin_shift_index.append((new - old) / (2.0 * old))  # in old-voxel units
+    ref_image = reference.reference_image()
+    origin = ref_image.TransformContinuousIndexToPhysicalPoint(origin_shift_index)
+    return Grid(
+        size_xyz=tuple(size),
+        spacing_mm_xyz=tuple(float(s) for s in spacing_mm_xyz),
+        origin_mm_xyz=tuple(float(v) for v in origin),
+        direction=reference.direction,
+    )
+
+
+def resample_to_grid(image: sitk.Image, grid: Grid, interpolation: str = "linear", default: float = 0.0) -> np.ndarray:
+    """Resample ``image`` onto ``grid`` in physical space and return the (z, y, x) array.
+
+    Args:
+        image: the source image (any grid, any direction).
+        grid: the target grid.
+        interpolation: "linear" for intensities, "mask" for binary masks (linear interpolation of the 0/1 mask,
+            then >= 0.5, which keeps partial-volume fractions honest when downsampling), "nearest" for labels.
+        default: value outside the source image.
+    Returns:
+        float32 array for "linear", uint8 for "mask" and "nearest".
+    """
+    reference = grid.reference_image()
+    if interpolation == "linear":
+        out = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, default,
+                            sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(out).astype(np.float32, copy=False)
+    if interpolation == "mask":
+        binary = sitk.Cast(image > 0, sitk.sitkFloat32)
+        out = sitk.Resample(binary, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        return (sitk.GetArrayFromImage(out) >= 0.5).astype(np.uint8)
+    if interpolation == "nearest":
+        out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, default)
+        return sitk.GetArrayFromImage(out).astype(np.uint8)
+    raise ValueError(f"unknown interpolation {interpolation!r}; use 'linear', 'mask' or 'nearest'")
+
+
+def image_from_array(array_zyx: np.ndarray, grid: Grid) -> sitk.Image:
+    """Wrap a (z, y, x) array as a SimpleITK image on ``grid`` (for writing NIfTI/MHA)."""
+    if tuple(array_zyx.shape) != grid.shape_zyx:
+        raise ValueError(f"array shape {array_zyx.shape} does not match grid shape {grid.shape_zyx}")
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_zyx))
+    image.SetSpacing(grid.spacing_mm_xyz)
+    image.SetOrigin(grid.origin_mm_xyz)
+    image.SetDirection(grid.direction)
+    return image

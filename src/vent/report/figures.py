@@ -1,0 +1,119 @@
+"""Figures of the report (matplotlib, Agg backend; every function takes arrays and writes one PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vent.io.atomic import atomic_path  # noqa: E402
+
+__all__ = ["roc_figure", "saliency_figure", "importance_figure", "trends_figure", "selection_figure",
+           "case_slices_figure"]
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, reference: str) -> Path:
+    """Pooled ROC curves per model (the study's Fig. 10)."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, lw=2.4 if name == reference else 1.4, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.01),
+           title="ROC, held-out voxels pooled over patients")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def saliency_figure(mean_map_tn: np.ndarray, feature_ids: Sequence[str], path: Path, title: str) -> Path:
+    """Averaged temporal saliency map: phases x radiomic sequences."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.32 * len(feature_ids) + 2), 4.2))
+    image = ax.imshow(np.ma.masked_invalid(mean_map_tn), aspect="auto", cmap="magma")
+    ax.set_yticks(range(mean_map_tn.shape[0]), [f"phase {t + 1}" for t in range(mean_map_tn.shape[0])])
+    ax.set_xticks(range(len(feature_ids)), feature_ids, rotation=75, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="mean normalised saliency")
+    return _save(fig, path)
+
+
+def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: Path, top_k: int) -> Path:
+    """Importance per radiomic sequence, sorted, the top-k highlighted."""
+    order = np.argsort(-importance)
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.22 * len(order) + 1)))
+    colors = ["tab:red" if rank < top_k else "tab:gray" for rank in range(len(order))]
+    ax.barh(range(len(order))[::-1], importance[order], color=colors)
+    ax.set_yticks(range(len(order))[::-1], [feature_ids[i] for i in order], fontsize=7)
+    ax.set_xlabel("importance (mean normalised saliency)")
+    ax.set_title(f"Radiomic sequence importance (top {top_k} in red)", fontsize=9)
+    return _save(fig, path)
+
+
+def trends_figure(trends: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path) -> Path:
+    """Mean +/- SD over phases of the key sequences in defect vs healthy voxels (raw feature values)."""
+    n = len(trends)
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3), squeeze=False)
+    for ax, (feature_id, classes) in zip(axes[0], trends.items()):
+        for name, color in (("healthy", "tab:blue"), ("defect", "tab:red")):
+            if name not in classes:
+                continue
+            mean, sd = classes[name]
+            phases = np.arange(1, len(mean) + 1)
+            ax.plot(phases, mean, color=color, label=name)
+            ax.fill_between(phases, mean - sd, mean + sd, color=color, alpha=0.15)
+        ax.set_title(feature_id, fontsize=8)
+        ax.set_xlabel("phase")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path, chosen_cutoff: float) -> Path:
+    """Silhouette over the cut-off sweep, and the averaged correlation matrix."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    cut = [s["cutoff"] for s in sweep if s["silhouette"] is not None]
+    sil = [s["silhouette"] for s in sweep if s["silhouette"] is not None]
+    ncl = [s["n_clusters"] for s in sweep if s["silhouette"] is not None]
+    left.plot(cut, sil, "o-", ms=3)
+    left.axvline(chosen_cutoff, color="tab:red", ls="--", lw=1)
+    left.set(xlabel="cut-off distance (1 - |r|)", ylabel="silhouette", title="Cut-off sweep")
+    twin = left.twinx()
+    twin.plot(cut, ncl, color="tab:gray", lw=1)
+    twin.set_ylabel("clusters", color="tab:gray")
+    image = right.imshow(correlation, vmin=-1, vmax=1, cmap="coolwarm")
+    right.set_title("Pearson correlation, averaged over phases")
+    fig.colorbar(image, ax=right)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def case_slices_figure(ct_zyx: np.ndarray, truth_zyx: np.ndarray, probability_zyx: np.ndarray,
+                       lung_zyx: np.ndarray, path: Path, title: str) -> Path:
+    """A coronal slice through the lungs: CT, ground-truth defects, predicted probability."""
+    y = int(np.argmax(lung_zyx.sum(axis=(0, 2))))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 4))
+    axes[0].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
+    axes[0].set_title("CT (first phase)")
+    axes[1].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
+    axes[1].imshow(np.ma.masked_where(lung_zyx[:, y, :] == 0, truth_zyx[:, y, :]), cmap="autumn_r", alpha=0.6,
+                   origin="lower", vmin=0, vmax=1)
+    axes[1].set_title("ground-truth defects")
+    axes[2].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
+    shown = axes[2].imshow(np.ma.masked_invalid(probability_zyx[:, y, :]), cmap="viridis", vmin=0, vmax=1,
+                           alpha=0.8, origin="lower")
+    axes[2].set_title("predicted defect probability")
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,223 @@
+"""Stage ``preprocess``: read each subject in the VAMPIRE layout, resample to 2 mm, derive ground-truth defects.
+
+Reads: ``data.root`` (VAMPIRE layout; a synthetic cohort is generated there first when ``data.synthetic`` is set).
+Writes: ``preprocess/<case>.h5`` (layout in ``vent.io.artifacts``), ``preprocess/cohort.csv`` (one row per case:
+phases, lung volume per phase, analysed voxels, defect fraction, threshold) and ``preprocess/excluded.json``.
+Config: ``preprocess`` (and ``data``).
+
+All arrays of a subject are resampled in physical space onto one grid: the average CT's grid (the first phase's when
+there is no average CT) at ``preprocess.spacing_mm``; CT linearly, masks by linear interpolation of the 0/1 mask
+thresholded at 0.5, the RefVI linearly. Then everything is cropped to the lungs' bounding box plus a margin.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vent.config import RunConfig
+from vent.errors import DataError
+from vent.groundtruth import derive_defects
+from vent.io.artifacts import PreprocessedCase, read_attrs, write_preprocessed_case
+from vent.io.atomic import write_json, write_text
+from vent.io.images import Grid, grid_of, make_isotropic_grid, read_image, resample_to_grid
+from vent.io.vampire import SubjectFiles, check_subject_headers, discover_subjects, find_subject_files
+from vent.runner import RunContext
+from vent.stages.base import PerCaseStage
+
+__all__ = ["PreprocessStage", "ensure_data", "cohort_subjects", "preprocess_subject"]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_data(config: RunConfig, echo=lambda message: None, progress: Any = None) -> None:
+    """Generate the synthetic cohort into ``data.root`` if the config asks for one and it is not complete."""
+    synthetic = config.data.synthetic
+    if synthetic is None:
+        return
+    from vent.synth import write_synthetic_cohort
+
+    root = config.data.root
+    complete = all((root / f"Subject_{i:02d}" / ".complete").is_file() for i in range(1, synthetic.cases + 1))
+    if complete:
+        return
+    echo(f"[data] generating a synthetic {synthetic.modality.upper()}-like cohort ({synthetic.cases} cases, "
+         f"size {synthetic.size}) in {root}")
+    write_synthetic_cohort(root, n_cases=synthetic.cases, modality=synthetic.modality, size=synthetic.size,
+                           seed=synthetic.seed)
+
+
+def cohort_subjects(config: RunConfig) -> dict[str, SubjectFiles]:
+    """``{case_id: files}`` for the configured subjects (file layout checked, no voxels read)."""
+    data = config.data
+    subjects = data.subjects
+    if subjects is None and data.synthetic is not None:
+        subjects = [f"Subject_{i:02d}" for i in range(1, data.synthetic.cases + 1)]
+    ids = discover_subjects(data.root, subjects, data.exclude)
+    return {case: find_subject_files(data.root, case) for case in ids}
+
+
+def _crop_box(mask_zyx: np.ndarray, margin_vox: tuple[int, int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    nonzero = np.argwhere(mask_zyx)
+    lo = np.maximum(nonzero.min(axis=0) - np.array(margin_vox), 0)
+    hi = np.minimum(nonzero.max(axis=0) + 1 + np.array(margin_vox), mask_zyx.shape)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)
+
+
+def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCase:
+    """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
+    settings = config.preprocess
+    reference_path = files.average_image or files.phase_images[0]
+    reference = read_image(reference_path, "reference CT")
+    grid = make_isotropic_grid(grid_of(reference), settings.spacing_mm)
+    del reference
+
+    ct, phase_masks, volumes_ml = [], [], []
+    voxel_ml = float(np.prod(grid.spacing_mm_xyz)) / 1000.0
+    for image_path, mask_path in zip(files.phase_images, files.phase_masks):
+        ct.append(resample_to_grid(read_image(image_path, "phase image"), grid, "linear", default=-1024.0))
+        mask = resample_to_grid(read_image(mask_path, "phase lung mask"), grid, "mask")
+        if not mask.any():
+            raise DataError(f"lung mask {mask_path} is empty (no voxel > 0); check the file or exclude {files.case_id}")
+        phase_masks.append(mask)
+        volumes_ml.append(float(mask.sum()) * voxel_ml)
+
+    if files.average_mask is not None:
+        average_mask = resample_to_grid(read_image(files.average_mask, "average lung mask"), grid, "mask")
+        if not average_mask.any():
+            raise DataError(f"lung mask {files.average_mask} is empty; check the file or exclude {files.case_id}")
+    else:
+        average_mask = (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
+
+    refvi = resample_to_grid(read_image(files.vent_image, "reference ventilation image"), grid, "linear", default=0.0)
+    if files.vent_mask is not None:
+        vent_mask = resample_to_grid(read_image(files.vent_mask, "RefVI lung mask"), grid, "mask")
+    else:
+        vent_mask = np.ones_like(average_mask)
+
+    if settings.analysis_mask == "average":
+        lung = average_mask
+    elif settings.analysis_mask == "average_and_vent":
+        lung = average_mask & vent_mask
+    else:
+        lung = np.max(phase_masks, axis=0)
+    n_lung = int(lung.sum())
+    if n_lung < settings.min_lung_voxels:
+        raise DataError(
+            f"{files.case_id}: only {n_lung} analysed lung voxels at {settings.spacing_mm} mm (analysis_mask="
+            f"{settings.analysis_mask}); do the CT mask ({files.average_mask or files.phase_masks[0]}) and the RefVI "
+            f"mask ({files.vent_mask}) overlap? Minimum is preprocess.min_lung_voxels={settings.min_lung_voxels}"
+        )
+
+    order = list(range(len(files.phase_images)))
+    exhale, inhale = int(np.argmin(volumes_ml)), int(np.argmax(volumes_ml))
+    if config.data.phase_order == "from_max_exhale":
+        order = order[exhale:] + order[:exhale]
+
+    union = np.max(phase_masks, axis=0) | lung
+    margin = tuple(int(np.ceil(settings.crop_margin_mm / s)) for s in grid.spacing_mm_zyx)
+    start, shape = _crop_box(union, margin)
+    window = tuple(slice(a, a + n) for a, n in zip(start, shape))
+
+    ground_truth = settings.ground_truth
+    cropped_lung = lung[window]
+    gt = derive_defects(refvi[window], cropped_lung, fraction=ground_truth.fraction, method=ground_truth.method,
+                        n_sd=ground_truth.outlier_sd, tolerance=ground_truth.tolerance,
+                        max_iterations=ground_truth.max_iterations, median_filter=ground_truth.median_filter,
+                        case_id=files.case_id)
+    ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
+    masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
+    attrs = {
+        "phase_files": [str(files.phase_images[i]) for i in order],
+        "phase_order": [int(files.phase_numbers[i]) for i in order],
+        "lung_volume_ml": [volumes_ml[i] for i in order],
+        "inhale_phase": order.index(inhale),
+        "exhale_phase": order.index(exhale),
+        "crop_start_zyx": list(start),
+        "uncropped_size_xyz": list(grid.size_xyz),
+        "n_lung_voxels": int(cropped_lung.sum()),
+        "analysis_mask": settings.analysis_mask,
+        "gt_method": ground_truth.method,
+        "gt_fraction": ground_truth.fraction,
+        "gt_threshold": gt.threshold,
+        "gt_clip_lower": gt.clip.lower,
+        "gt_clip_upper": gt.clip.upper,
+        "gt_clip_iterations": gt.clip.iterations,
+        "gt_outliers": gt.clip.n_outliers,
+        "defect_fraction": gt.defect_fraction,
+        "source_folder": str(files.folder),
+    }
+    return PreprocessedCase(
+        case_id=files.case_id,
+        ct_tzyx=ct_tzyx,
+        phase_masks_tzyx=masks_tzyx,
+        lung_mask_zyx=cropped_lung.astype(np.uint8),
+        refvi_zyx=refvi[window].astype(np.float32),
+        defect_zyx=gt.defect_zyx,
+        grid=grid.crop(start, shape),
+        attrs=attrs,
+    )
+
+
+class PreprocessStage(PerCaseStage):
+    name = "preprocess"
+    sections = ("data",)
+    version = "1"
+
+    def case_inputs(self, ctx: RunContext) -> dict[str, Any]:
+        subjects = cohort_subjects(ctx.config)
+        hashes = ctx.hashes()
+        return {case: {str(p.relative_to(ctx.config.data.root)): hashes.sha256(p) for p in files.all_files()}
+                for case, files in subjects.items()}
+
+    def check(self, ctx: RunContext) -> list[str]:
+        """Header-level checks of every subject (used by ``vent validate``); returns warnings."""
+        subjects = cohort_subjects(ctx.config)
+        warnings: list[str] = []
+        first = next(iter(subjects.values()))
+        for files in subjects.values():
+            warnings += check_subject_headers(files, expected_phases=len(first.phase_images))
+        return warnings
+
+    def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
+        files = self._subjects[case]
+        result = preprocess_subject(files, ctx.config)
+        write_preprocessed_case(out_path, result, fingerprint)
+        return {"n_lung_voxels": result.attrs["n_lung_voxels"], "defect_fraction": result.attrs["defect_fraction"]}
+
+    def run(self, ctx: RunContext, plan) -> dict[str, Any]:
+        self._subjects = cohort_subjects(ctx.config)
+        n_phases = {len(f.phase_images) for f in self._subjects.values()}
+        if len(n_phases) > 1:
+            counts = {c: len(f.phase_images) for c, f in self._subjects.items()}
+            raise DataError(f"subjects have different phase counts {counts}; exclude the odd ones in data.exclude")
+        return super().run(ctx, plan)
+
+    def finish(self, ctx: RunContext, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        rows = []
+        for case in stats:
+            attrs = read_attrs(self.case_path(ctx, case))
+            rows.append({
+                "case": case,
+                "n_phases": len(attrs["phase_order"]),
+                "n_lung_voxels": attrs["n_lung_voxels"],
+                "lung_volume_ml": ";".join(f"{v:.0f}" for v in attrs["lung_volume_ml"]),
+                "inhale_phase": attrs["inhale_phase"],
+                "exhale_phase": attrs["exhale_phase"],
+                "defect_fraction": round(float(attrs["defect_fraction"]), 4),
+                "gt_threshold": float(attrs["gt_threshold"]),
+                "gt_outliers": attrs["gt_outliers"],
+            })
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        stage_dir = ctx.stage_dir(self.name)
+        write_text(stage_dir / "cohort.csv", buffer.getvalue())
+        write_json(stage_dir / "excluded.json", ctx.config.data.exclude)
+        return {"cohort.csv": "one row per case", "excluded.json": "excluded subjects with reasons"}
