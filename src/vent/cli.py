@@ -234,7 +234,6 @@ def features(
     """Voxel-wise radiomic feature maps (or ROI values) for any image and mask."""
     with _errors():
         from vent.errors import ConfigError
-        from vent.radiomics import write_feature_maps
 
         if bins.lower() == "none" or bin_width is not None:
             bin_count = None
@@ -244,6 +243,8 @@ def features(
             except ValueError:
                 raise ConfigError(f"--bins {bins!r}: give an integer bin count or 'none'") from None
         ids = [f.strip() for f in feature_ids.split(",")] if feature_ids else None
+        from vent.radiomics import write_feature_maps
+
         written = write_feature_maps(image, mask, out, kernel_mm=kernel_mm, bin_count=bin_count, bin_width=bin_width,
                                      feature_ids=ids, roi=roi, nifti_dir=nifti_dir)
         typer.echo(f"wrote {written}")

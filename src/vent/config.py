@@ -172,6 +172,9 @@ class TrainConfig(_Section):
 
     models: list[str] = Field(["lstm", "bilstm", "transformer", "lstm_raw"], min_length=1)
     reference_model: str = Field("lstm", description="The proposed model every other is tested against.")
+    compare_selection_modes: bool = Field(
+        True, description="Also train the reference model on the other selection mode's features (row model@mode)."
+    )
     hidden: list[int] = Field([128, 64, 32, 16, 8], min_length=1, description="LSTM cells per layer.")
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     lr: float = Field(1e-4, gt=0.0)
@@ -184,6 +187,7 @@ class TrainConfig(_Section):
     max_voxels_per_case: int | None = Field(None, ge=1, description="Subsample training voxels per patient.")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Probability threshold for binary defects.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
     seed: int = 0
 
     @model_validator(mode="after")

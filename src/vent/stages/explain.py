@@ -125,8 +125,9 @@ class ExplainStage(Stage):
             store.attrs["method"] = config.method
             store.attrs["normalisation"] = "each voxel's map divided by its sum, then averaged"
 
-        importance = np.nanmean(pooled, axis=0) if n_phases else pooled_count
         present = pooled_count > 0
+        importance = np.full(len(all_ids), np.nan)
+        importance[present] = pooled[:, present].mean(axis=0)
         order = [i for i in np.argsort(-np.nan_to_num(importance, nan=-1.0)) if present[i]]
         n_folds_with = {fid: sum(fid in s["importance"] for s in fold_summaries) for fid in all_ids}
         buffer = io.StringIO()

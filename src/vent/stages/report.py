@@ -46,6 +46,14 @@ MODEL_LABELS = {
 }
 
 
+def _row_label(run: dict[str, Any], mode: str) -> str:
+    """A Table 2 row name: the model, and the selection mode when it is not the run's main one."""
+    label = MODEL_LABELS.get(run["model"], run["model"])
+    if run["selection"] not in ("none", mode):
+        label += f" [{run['selection']}-mode selection" + (", leaks test labels]" if run["selection"] == "paper" else "]")
+    return label
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing; run the stage that writes it")
@@ -79,7 +87,9 @@ class ReportStage(Stage):
         out = ctx.stage_dir(self.name)
         run_dir = ctx.run_dir
         reference = config.train.reference_model
-        models = list(config.train.models)
+        runs = json.loads((run_dir / "train" / "runs.json").read_text())
+        models = [run["row"] for run in runs]
+        labels = {run["row"]: _row_label(run, config.select.mode) for run in runs}
 
         per_patient = [{**row, "fold": int(row["fold"]), **{m: float(row[m]) for m in METRICS}}
                        for row in _read_csv(run_dir / "train" / "per_patient_metrics.csv")]
@@ -88,7 +98,7 @@ class ReportStage(Stage):
         rows = table2_rows(per_patient, reference, models)
         columns = ["model", "n_patients"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "min", "max", "p")]
         write_text(out / "table2.csv", _csv_text(rows, columns))
-        table_md = table2_markdown(rows, reference, config.report.alpha, MODEL_LABELS)
+        table_md = table2_markdown(rows, reference, config.report.alpha, labels)
         write_text(out / "table2.md", table_md)
 
         doc = Document("vent report: ventilation defects from 4DCT radiomic sequences")
@@ -114,7 +124,7 @@ class ReportStage(Stage):
         header = ["Model", "n", "Dice", "AUC-ROC", "Sensitivity", "Accuracy"]
         table_lines = [line for line in table_md.strip().splitlines()[2:]]
         doc.table(header, [[c.strip() for c in line.strip("|").split("|")] for line in table_lines])
-        p_rows = [[MODEL_LABELS.get(r["model"], r["model"])] + [_f(r[f"{m}_p"], 4) for m in METRICS]
+        p_rows = [[labels[r["model"]]] + [_f(r[f"{m}_p"], 4) for m in METRICS]
                   for r in rows if r["model"] != reference]
         if p_rows:
             doc.paragraph("Wilcoxon p-values against the proposed model:")

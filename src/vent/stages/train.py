@@ -16,10 +16,12 @@ Config: ``train`` (and ``cv``, ``select.mode``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,96 +116,153 @@ class TrainStage(Stage):
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from vent.metrics import patient_metrics
-        from vent.models import build_model, model_input_kind
-        from vent.models.data import VoxelBatches, fit_standardiser
-        from vent.models.training import TrainSettings, fit, predict_proba
         from vent.cv import save_folds
 
         config = ctx.config.train
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         cases = sorted(upstream_cases(ctx, "radiomics"))
         folds = load_splits(ctx.run_dir, cases)
         out = ctx.stage_dir(self.name)
         save_folds(out / "splits.json", folds, {"source": "select/splits.json", "cases": cases})
         files = {case: ctx.stage_dir("radiomics") / f"{case}.h5" for case in cases}
-        settings = TrainSettings(lr=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs,
-                                 patience=config.patience, clip_grad_norm=config.clip_grad_norm, seed=config.seed,
-                                 pos_weight=config.pos_weight, device=config.device, weight_decay=config.weight_decay)
+        runs = training_runs(ctx.config)
         rows: list[dict[str, Any]] = []
         outputs: dict[str, Any] = {"splits.json": "folds used", "per_patient_metrics.csv": "per-patient metrics"}
-        with ctx.progress.task("train (models x folds)", total=len(config.models) * len(folds)) as bar:
-            for model_name in config.models:
-                kind = model_input_kind(model_name)
+        with ctx.progress.task("train (models x folds)", total=len(runs) * len(folds)) as bar:
+            for run in runs:
                 for fold in folds:
-                    fold_dir = out / model_name / f"fold_{fold.index}"
-                    result_path = fold_dir / "result.json"
-                    stamp = f"{plan.fingerprint}:{model_name}:{fold.index}"
-                    previous = json.loads(result_path.read_text()) if result_path.is_file() else None
-                    if previous is not None and previous.get("stamp") == stamp:
-                        rows += previous["metrics"]
-                        bar.advance(1)
-                        continue
-                    stamp_file = fold_dir / "stamp.txt"
-                    if fold_dir.exists() and (not stamp_file.is_file() or stamp_file.read_text() != stamp):
-                        shutil.rmtree(fold_dir)  # artifacts of another configuration: never resume from them
-                    fold_dir.mkdir(parents=True, exist_ok=True)
-                    write_text(stamp_file, stamp)
-
-                    selected = fold_selection(ctx.run_dir, ctx.config.select.mode, fold.index) if kind == "radiomics" else []
-                    positions = feature_positions(files[cases[0]], selected) if kind == "radiomics" else None
-                    train_files = [files[c] for c in fold.train]
-                    val_files = [files[c] for c in (fold.val or fold.train)]
-                    standardiser = fit_standardiser(train_files, positions, kind, config.max_voxels_per_case,
-                                                    seed=config.seed)
-                    common = dict(feature_index=positions, input_kind=kind, standardiser=standardiser,
-                                  batch_size=config.batch_size)
-                    train_batches = VoxelBatches(train_files, shuffle=True, seed=config.seed + fold.index,
-                                                 max_voxels_per_case=config.max_voxels_per_case, **common)
-                    val_batches = VoxelBatches(val_files, shuffle=False, seed=config.seed,
-                                               max_voxels_per_case=config.max_voxels_per_case, **common)
-                    torch.manual_seed(config.seed + fold.index)
-                    model = build_model(model_name, train_batches.n_inputs, train_batches.n_steps,
-                                        **model_params(config, model_name))
-                    result = fit(model, train_batches, val_batches, settings, checkpoint_path=fold_dir / "checkpoint.pt")
-                    model.cpu()
-                    with atomic_path(fold_dir / "model.pt") as tmp:
-                        torch.save({"spec": model.spec, "state_dict": model.state_dict(), "feature_ids": selected,
-                                    "feature_positions": positions, "input_kind": kind,
-                                    "standardiser": standardiser.to_dict(), "fold": fold.index}, tmp)
-
-                    fold_rows = []
-                    for case in fold.test:
-                        batches = VoxelBatches([files[case]], shuffle=False, **common)
-                        probability = predict_proba(model, batches, device=config.device)
-                        labels = _labels(files[case])
-                        metrics = patient_metrics(labels, probability, threshold=config.threshold)
-                        fold_rows.append({"model": model_name, "case": case, "fold": fold.index,
-                                          **{k: float(metrics[k]) for k in METRIC_COLUMNS}})
-                        pred_dir = out / "predictions" / model_name
-                        _write_prediction(pred_dir / f"{case}.h5", pred_dir, case, probability, config.threshold,
-                                          files[case])
-                    write_json(result_path, {
-                        "stamp": stamp, "model": model_name, "fold": fold.index, "train": fold.train,
-                        "val": fold.val, "test": fold.test, "features": selected,
-                        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                        "pos_weight": result.pos_weight, "device": result.device, "history": result.history,
-                        "metrics": fold_rows,
-                    })
-                    (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
-                    rows += fold_rows
-                    ctx.echo(f"[train] {model_name} fold {fold.index}: {result.epochs_run} epochs, best "
-                             f"{result.best_epoch}, mean test Dice "
-                             f"{np.nanmean([r['dice'] for r in fold_rows]):.3f}")
+                    rows += self._train_fold(ctx, plan, run, fold, files)
+                    outputs[f"{run.row}/fold_{fold.index}/model.pt"] = "trained weights"
                     bar.advance(1)
-                for fold in folds:
-                    outputs[f"{model_name}/fold_{fold.index}/model.pt"] = "trained weights"
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=["model", "case", "fold", *METRIC_COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
         write_text(out / "per_patient_metrics.csv", buffer.getvalue())
+        write_json(out / "runs.json", [run.__dict__ for run in runs])
+        outputs["runs.json"] = "the trained rows: model, selection mode"
         return outputs
+
+    def _fold_stamp(self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold_index: int) -> str:
+        """Identity of one (model, selection mode, fold) training: adding a model does not retrain the others."""
+        train = {k: v for k, v in plan.definition["config"]["train"].items()
+                 if k not in ("models", "reference_model", "compare_selection_modes", "threshold")}
+        payload = {"version": self.version, "train": train, "cv": plan.definition["config"].get("cv"),
+                   "upstream": plan.definition["upstream"], "inputs": plan.inputs, "run": run.__dict__,
+                   "fold": fold_index}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _train_fold(self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold: Any,
+                    files: dict[str, Path]) -> list[dict[str, Any]]:
+        import torch
+
+        from vent.models import build_model, model_input_kind
+        from vent.models.data import VoxelBatches, fit_standardiser
+        from vent.models.training import TrainSettings, fit, predict_proba
+
+        config = ctx.config.train
+        fold_dir = ctx.stage_dir(self.name) / run.row / f"fold_{fold.index}"
+        result_path = fold_dir / "result.json"
+        stamp = self._fold_stamp(ctx, plan, run, fold.index)
+        previous = json.loads(result_path.read_text()) if result_path.is_file() else None
+        if previous is not None and previous.get("stamp") == stamp:
+            ctx.echo(f"[train] {run.row} fold {fold.index}: already trained with these settings, kept")
+            return self._rescore(previous, ctx.stage_dir(self.name) / "predictions", config)
+        stamp_file = fold_dir / "stamp.txt"
+        if fold_dir.exists() and (not stamp_file.is_file() or stamp_file.read_text() != stamp):
+            shutil.rmtree(fold_dir)  # artifacts of another configuration: never resume from them
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        write_text(stamp_file, stamp)
+
+        kind = model_input_kind(run.model)
+        selected = fold_selection(ctx.run_dir, run.selection, fold.index) if kind == "radiomics" else []
+        cases = sorted(files)
+        positions = feature_positions(files[cases[0]], selected) if kind == "radiomics" else None
+        train_files = [files[c] for c in fold.train]
+        val_files = [files[c] for c in (fold.val or fold.train)]
+        fold_seed = config.seed + fold.index
+        # the same seed as the training batches, so the statistics use the voxels the model sees
+        standardiser = fit_standardiser(train_files, positions, kind, config.max_voxels_per_case, seed=fold_seed)
+        common = dict(feature_index=positions, input_kind=kind, standardiser=standardiser,
+                      batch_size=config.batch_size)
+        train_batches = VoxelBatches(train_files, shuffle=True, seed=fold_seed,
+                                     max_voxels_per_case=config.max_voxels_per_case, **common)
+        val_batches = VoxelBatches(val_files, shuffle=False, seed=config.seed,
+                                   max_voxels_per_case=config.max_voxels_per_case, **common)
+        settings = TrainSettings(lr=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs,
+                                 patience=config.patience, clip_grad_norm=config.clip_grad_norm, seed=fold_seed,
+                                 pos_weight=config.pos_weight, device=config.device, weight_decay=config.weight_decay)
+        torch.manual_seed(fold_seed)
+        model = build_model(run.model, train_batches.n_inputs, train_batches.n_steps, **model_params(config, run.model))
+        result = fit(model, train_batches, val_batches, settings, checkpoint_path=fold_dir / "checkpoint.pt")
+        model.cpu()
+        with atomic_path(fold_dir / "model.pt") as tmp:
+            torch.save({"spec": model.spec, "state_dict": model.state_dict(), "feature_ids": selected,
+                        "feature_positions": positions, "input_kind": kind, "selection": run.selection,
+                        "standardiser": standardiser.to_dict(), "fold": fold.index}, tmp)
+
+        pred_dir = ctx.stage_dir(self.name) / "predictions" / run.row
+        for case in fold.test:
+            batches = VoxelBatches([files[case]], shuffle=False, **common)
+            probability = predict_proba(model, batches, device=config.device)
+            _write_prediction(pred_dir / f"{case}.h5", pred_dir, case, probability, config.threshold, files[case])
+        write_json(result_path, {
+            "stamp": stamp, "row": run.row, "model": run.model, "selection": run.selection, "fold": fold.index,
+            "train": fold.train, "val": fold.val, "test": fold.test, "features": selected,
+            "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early, "pos_weight": result.pos_weight, "device": result.device,
+            "history": result.history,
+        })
+        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
+        rows = self._rescore(json.loads(result_path.read_text()), pred_dir.parent, config)
+        ctx.echo(f"[train] {run.row} fold {fold.index}: {result.epochs_run} epochs (best {result.best_epoch}), "
+                 f"held-out Dice {np.nanmean([r['dice'] for r in rows]):.3f}")
+        return rows
+
+    def _rescore(self, result: dict[str, Any], predictions_dir: Path, config: Any) -> list[dict[str, Any]]:
+        """Per-patient metrics of a fold's held-out patients from the saved predictions (threshold from config)."""
+        from vent.metrics import patient_metrics
+
+        pred_dir = predictions_dir / result["row"]
+        rows = []
+        for case in result["test"]:
+            path = pred_dir / f"{case}.h5"
+            if not path.is_file():
+                raise ArtifactError(f"prediction {path} is missing; re-run train with --force")
+            with h5py.File(path, "r") as handle:
+                labels, probability = handle["labels"][...], handle["probability"][...]
+            metrics = patient_metrics(labels, probability, threshold=config.threshold)
+            rows.append({"model": result["row"], "case": case, "fold": result["fold"],
+                         **{k: float(metrics[k]) for k in METRIC_COLUMNS}})
+        return rows
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One row of Table 2: a model trained on the features of one selection mode (raw models ignore the mode)."""
+
+    row: str
+    model: str
+    selection: str
+
+
+def training_runs(config: Any) -> list[TrainingRun]:
+    """The (row, model, selection mode) trainings of a config, the reference model first among equals.
+
+    Every model uses ``select.mode``; with ``train.compare_selection_modes`` the reference model is trained again
+    on the other mode's features, as the row ``<model>@<mode>``, so Table 2 shows what the selection mode changes.
+    """
+    from vent.models import model_input_kind
+
+    mode = config.select.mode
+    runs = [TrainingRun(row=name, model=name, selection=mode if model_input_kind(name) == "radiomics" else "none")
+            for name in config.train.models]
+    reference = config.train.reference_model
+    if config.train.compare_selection_modes and model_input_kind(reference) == "radiomics":
+        other = "paper" if mode == "nested" else "nested"
+        runs.append(TrainingRun(row=f"{reference}@{other}", model=reference, selection=other))
+    return runs
 
 
 def _labels(path: Path) -> np.ndarray:

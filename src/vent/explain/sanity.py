@@ -1,0 +1,93 @@
+"""Checks that make an explanation believable: deletion of the sequences it calls important."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from vent.errors import ConfigError, DataError
+from vent.explain.attribution import Forward, check_sequences
+
+
+def _predict(forward: Forward, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    with torch.no_grad():
+        batches = [forward(x[i : i + batch_size]).reshape(-1) for i in range(0, len(x), batch_size)]
+    return torch.cat(batches).cpu().numpy()
+
+
+def zero_sequences(x: torch.Tensor, sequences: np.ndarray) -> torch.Tensor:
+    """Copy of x (B, T, N) with the given sequences set to 0 at every phase (the neutral value after scaling)."""
+    out = x.clone()
+    out[:, :, torch.as_tensor(np.asarray(sequences), dtype=torch.long, device=x.device)] = 0.0
+    return out
+
+
+def deletion_check(
+    forward: Forward,
+    x: torch.Tensor,
+    y: np.ndarray,
+    importance: np.ndarray,
+    k: int,
+    n_random: int = 10,
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> dict[str, Any]:
+    """Does removing the k most important sequences hurt the AUC more than removing k random ones?
+
+        drop(S) = AUC(f(x), y) - AUC(f(x with the sequences S zeroed at every phase), y)
+
+    compared for S = top-k by ``importance`` and for ``n_random`` subsets of k sequences drawn uniformly from all N
+    (so a random subset may contain important ones: the baseline of an uninformed ranking).
+
+    Args:
+        forward: Model, (B, T, N) -> (B,) probability.
+        x: Standardised sequences of held-out voxels, shape (B, T, N).
+        y: Ground truth (0/1), shape (B,), both classes present.
+        importance: Importance of each sequence, shape (N,).
+        k: Number of sequences to remove, 1 <= k < N.
+        n_random: Number of random subsets.
+        seed: Seed of the random subsets.
+        batch_size: Voxels per forward pass.
+
+    Returns:
+        A JSON-serialisable dict: auc, top_k (indices), top_k_auc, top_k_drop, random_aucs, random_drops,
+        random_drop_mean, random_drop_std, fraction_random_at_least_top (share of random drops >= the top-k drop).
+    """
+    check_sequences(x)
+    y = np.asarray(y).reshape(-1)
+    importance = np.asarray(importance, dtype=np.float64).reshape(-1)
+    n_sequences = x.shape[2]
+    if len(y) != x.shape[0] or len(np.unique(y)) != 2:
+        raise DataError(f"y must hold both classes for the {x.shape[0]} voxels; got {len(y)} labels {np.unique(y)}.")
+    if importance.shape != (n_sequences,):
+        raise DataError(f"importance must have {n_sequences} entries (one per sequence); got {importance.shape}.")
+    if not 1 <= k < n_sequences:
+        raise ConfigError(f"deletion k must be in [1, {n_sequences - 1}]; got {k}.")
+    if n_random < 1:
+        raise ConfigError(f"deletion n_random must be >= 1; got {n_random}.")
+
+    base_auc = float(roc_auc_score(y, _predict(forward, x, batch_size)))
+    top_k = np.argsort(-importance, kind="stable")[:k]
+    top_auc = float(roc_auc_score(y, _predict(forward, zero_sequences(x, top_k), batch_size)))
+    rng = np.random.default_rng(seed)
+    random_aucs = []
+    for _ in range(n_random):
+        removed = rng.choice(n_sequences, k, replace=False)
+        random_aucs.append(float(roc_auc_score(y, _predict(forward, zero_sequences(x, removed), batch_size))))
+    random_drops = [base_auc - auc for auc in random_aucs]
+    top_drop = base_auc - top_auc
+    return {
+        "auc": base_auc,
+        "k": k,
+        "top_k": top_k.tolist(),
+        "top_k_auc": top_auc,
+        "top_k_drop": top_drop,
+        "random_aucs": random_aucs,
+        "random_drops": random_drops,
+        "random_drop_mean": float(np.mean(random_drops)),
+        "random_drop_std": float(np.std(random_drops)),
+        "fraction_random_at_least_top": float(np.mean(np.asarray(random_drops) >= top_drop)),
+    }

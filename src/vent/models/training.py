@@ -1,0 +1,405 @@
+"""Train a sequence model with early stopping and resumable checkpoints; predict probabilities.
+
+The study's recipe: binary cross-entropy on a sigmoid output (here ``BCEWithLogitsLoss`` on logits, the same
+quantity computed stably), Adam with learning rate 1e-4, gradient-norm clipping at 1.0, batches of 2048 voxels, up
+to 500 epochs, early stopping on the validation loss.
+
+Resume order (after nnU-Net's ``maybe_load_checkpoint``): if ``checkpoint_path`` exists, the model weights,
+optimiser state, epoch counter, best weights, early-stopping counter, history and torch RNG state are restored from
+it and training continues with the next epoch; with the same seed and data order the final weights equal those of an
+uninterrupted run (exactly on CPU). The checkpoint is rewritten atomically (temporary file + ``os.replace``) after
+every epoch, so an interruption leaves either the previous or the new checkpoint, never a torn file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from vent.errors import ArtifactError, ConfigError, DataError, VentError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+# Settings that must match for a checkpoint to be resumed (others, e.g. max_epochs or patience, may change).
+_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (defaults are the study's).
+
+    Attributes:
+        lr: Adam learning rate.
+        batch_size: Voxels per batch (used by the caller to build the batches; ``fit`` warns on a mismatch).
+        max_epochs: Upper bound on epochs.
+        patience: Stop after this many epochs without a validation-loss improvement.
+        min_delta: An epoch improves when val_loss < best_val_loss - min_delta.
+        clip_grad_norm: Clip the global gradient L2 norm to this value (``None`` = no clipping).
+        seed: Seed of torch's RNG (dropout) at the start of training.
+        pos_weight: Weight of the defect class in the loss: a number, ``"auto"`` (n_healthy / n_defect of the
+            training voxels) or ``None`` (unweighted).
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        weight_decay: Adam L2 weight decay.
+    """
+
+    lr: float = 1e-4
+    batch_size: int = 2048
+    max_epochs: int = 500
+    patience: int = 20
+    min_delta: float = 0.0
+    clip_grad_norm: float | None = 1.0
+    seed: int = 0
+    pos_weight: float | Literal["auto"] | None = None
+    device: str = "auto"
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number; got {self.lr}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.max_epochs < 1:
+            problems.append(f"max_epochs must be >= 1; got {self.max_epochs}")
+        if self.patience < 1:
+            problems.append(f"patience must be >= 1; got {self.patience}")
+        if self.min_delta < 0:
+            problems.append(f"min_delta must be >= 0; got {self.min_delta}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            problems.append(f"clip_grad_norm must be positive or None; got {self.clip_grad_norm}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0; got {self.weight_decay}")
+        if isinstance(self.pos_weight, str):
+            if self.pos_weight != "auto":
+                problems.append(f"pos_weight must be a positive number, 'auto' or None; got {self.pos_weight!r}")
+        elif self.pos_weight is not None and not self.pos_weight > 0:
+            problems.append(f"pos_weight must be a positive number, 'auto' or None; got {self.pos_weight}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            problems.append(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {self.device!r}")
+        if problems:
+            raise ConfigError("invalid train settings: " + "; ".join(problems))
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        best_epoch: Epoch (0-based) with the lowest validation loss; its weights are in the model.
+        best_val_loss: That validation loss (mean BCE per voxel, with pos_weight if set).
+        epochs_run: Epochs completed in total (including those before a resume).
+        stopped_early: Whether early stopping ended training (else max_epochs did).
+        history: One dict per epoch: epoch, train_loss, val_loss, seconds, improved.
+        resumed_from_epoch: Epochs already done in the checkpoint that was resumed, or ``None``.
+        pos_weight: The pos_weight used (resolved from "auto"), or ``None``.
+        device: The device trained on.
+    """
+
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+    pos_weight: float | None = None
+    device: str = "cpu"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Return the torch device for ``device`` ("auto" = CUDA if available, else CPU).
+
+    Raises:
+        ConfigError: CUDA was asked for but is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def _resolve_pos_weight(setting: float | str | None, train_batches: Iterable) -> float | None:
+    """n_healthy / n_defect over the training voxels for "auto"; the number itself otherwise."""
+    if setting != "auto":
+        return None if setting is None else float(setting)
+    if hasattr(train_batches, "label_counts"):
+        n_negative, n_positive = train_batches.label_counts()
+    else:
+        n_positive = n_total = 0
+        for _, y in train_batches:
+            n_positive += int(y.sum().item())
+            n_total += int(y.numel())
+        n_negative = n_total - n_positive
+    if n_positive == 0 or n_negative == 0:
+        raise DataError(
+            f"pos_weight='auto' needs both classes in the training voxels; found {n_negative} healthy and "
+            f"{n_positive} defect voxels"
+        )
+    return n_negative / n_positive
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` with ``torch.save`` to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`fit`.
+
+    Raises:
+        ArtifactError: The file is unreadable or not a vent training checkpoint.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise ArtifactError(f"cannot read checkpoint {path} ({error}); delete it to restart this fold") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path} is not a vent training checkpoint (format {CHECKPOINT_FORMAT}); delete it")
+    return state
+
+
+def _state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
+def _mean_loss(
+    model: nn.Module, batches: Iterable, loss_sum: nn.Module, device: torch.device, what: str
+) -> float:
+    """Mean per-voxel loss of ``model`` over ``batches`` (eval mode, no gradients)."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    with torch.no_grad():
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            total += loss_sum(model(x), y).double()
+            count += y.numel()
+    if count == 0:
+        raise DataError(f"the {what} batches are empty; every fold needs {what} voxels")
+    return float(total.item()) / count
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Iterable,
+    val_batches: Iterable,
+    settings: TrainSettings,
+    checkpoint_path: Path | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with Adam, gradient clipping and early stopping on the validation loss.
+
+    Loss: L = -mean_i [w y_i log sigma(z_i) + (1 - y_i) log(1 - sigma(z_i))], z the logits, w = pos_weight (1 if
+    unset). Each epoch: ``train_batches.set_epoch(epoch)`` when available (reshuffles), one pass with updates, then
+    the mean loss over ``val_batches``. An epoch improves when val_loss < best - min_delta; training stops after
+    ``patience`` epochs without improvement or at ``max_epochs``. The best epoch's weights are restored into
+    ``model``, which is left in eval mode on the training device.
+
+    Args:
+        model: Module mapping x (B, T, F) to logits (B,).
+        train_batches: Iterable of (x (B, T, F) float32, y (B,) float32), e.g. a shuffled
+            :class:`vent.models.data.VoxelBatches`.
+        val_batches: Same, for the validation patients (not shuffled).
+        settings: Optimisation settings.
+        checkpoint_path: Written after every epoch; when it exists, training resumes from it.
+        progress: Called after every epoch with a dict (epoch, train_loss, val_loss, best_epoch, best_val_loss,
+            seconds, improved, max_epochs).
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        ArtifactError: The checkpoint is unreadable or was written with different settings or architecture.
+        DataError: No training or validation voxels, or only one class with pos_weight="auto".
+        VentError: The loss became NaN or infinite (lower the learning rate).
+    """
+    device = resolve_device(settings.device)
+    batch_size = getattr(train_batches, "batch_size", settings.batch_size)
+    if batch_size != settings.batch_size:
+        logger.warning("train batches hold %d voxels but settings.batch_size is %d", batch_size, settings.batch_size)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    resume = checkpoint_path is not None and checkpoint_path.exists()
+    checkpoint = load_checkpoint(checkpoint_path) if resume else None
+
+    if checkpoint is not None:
+        pos_weight = checkpoint["pos_weight"]
+    else:
+        pos_weight = _resolve_pos_weight(settings.pos_weight, train_batches)
+    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=device)
+    loss_mean = nn.BCEWithLogitsLoss(pos_weight=weight)
+    loss_sum = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum")
+
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+    if checkpoint is not None:
+        saved = checkpoint["settings"]
+        changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(settings, key)]
+        if changed:
+            raise ArtifactError(
+                f"checkpoint {checkpoint_path} was written with different settings ({', '.join(changed)}); "
+                "delete it to retrain this fold with the new settings"
+            )
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:
+            raise ArtifactError(
+                f"checkpoint {checkpoint_path} does not match the model architecture; delete it to retrain ({error})"
+            ) from error
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        start_epoch = int(checkpoint["epoch"])
+        best_val_loss = float(checkpoint["best_val_loss"])
+        best_epoch = int(checkpoint["best_epoch"])
+        best_state = checkpoint["best_model"]
+        bad_epochs = int(checkpoint["bad_epochs"])
+        stopped_early = bool(checkpoint["stopped_early"])
+        history = list(checkpoint["history"])
+        _set_rng_state(checkpoint["rng"])
+        logger.info("resuming from %s after epoch %d (best epoch %d)", checkpoint_path, start_epoch - 1, best_epoch)
+    else:
+        torch.manual_seed(settings.seed)
+        start_epoch, best_val_loss, best_epoch, best_state = 0, math.inf, -1, None
+        bad_epochs, stopped_early, history = 0, False, []
+
+    epoch = start_epoch
+    while epoch < settings.max_epochs and not stopped_early:
+        started = time.perf_counter()
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(epoch)
+        model.train()
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        for x, y in train_batches:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_mean(model(x), y)
+            loss.backward()
+            if settings.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
+            optimiser.step()
+            total += loss.detach().double() * y.numel()
+            count += y.numel()
+        if count == 0:
+            raise DataError("the training batches are empty; every fold needs training voxels")
+        train_loss = float(total.item()) / count
+        val_loss = _mean_loss(model, val_batches, loss_sum, device, "validation")
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise VentError(
+                f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss}); "
+                "lower train.lr or check the inputs are standardised"
+            )
+        improved = val_loss < best_val_loss - settings.min_delta
+        if improved:
+            best_val_loss, best_epoch, best_state, bad_epochs = val_loss, epoch, _state_to_cpu(model), 0
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= settings.patience
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "seconds": time.perf_counter() - started,
+            "improved": bool(improved),
+        }
+        history.append(record)
+        epoch += 1
+        if checkpoint_path is not None:
+            save_checkpoint_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": _state_to_cpu(model),
+                    "optimiser": optimiser.state_dict(),
+                    "epoch": epoch,
+                    "best_val_loss": best_val_loss,
+                    "best_epoch": best_epoch,
+                    "best_model": best_state,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                    "history": history,
+                    "rng": _rng_state(),
+                    "settings": asdict(settings),
+                    "pos_weight": pos_weight,
+                    "model_spec": getattr(model, "spec", None),
+                },
+                checkpoint_path,
+            )
+        logger.debug("epoch %d: train %.5f val %.5f%s", record["epoch"], train_loss, val_loss, " *" if improved else "")
+        if progress is not None:
+            progress(
+                {**record, "best_epoch": best_epoch, "best_val_loss": best_val_loss, "max_epochs": settings.max_epochs}
+            )
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_run=epoch,
+        stopped_early=stopped_early,
+        history=history,
+        resumed_from_epoch=start_epoch if checkpoint is not None else None,
+        pos_weight=pos_weight,
+        device=str(device),
+    )
+
+
+def predict_proba(model: nn.Module, batches: Iterable, device: str = "auto") -> np.ndarray:
+    """Return sigmoid(model(x)) for every voxel of ``batches``, in input order.
+
+    Args:
+        model: Module mapping x (B, T, F) to logits (B,). Put in eval mode; no gradients are computed.
+        batches: Iterable of (x, y) or of x, not shuffled (e.g. ``VoxelBatches(..., shuffle=False)``).
+        device: Where to run ("auto" = CUDA if available).
+
+    Returns:
+        (n_voxels,) float32 defect probabilities.
+
+    Raises:
+        ConfigError: ``batches`` is shuffled, so the output order would not match the voxels.
+    """
+    if getattr(batches, "shuffle", False):
+        raise ConfigError("predict_proba needs unshuffled batches (shuffle=False) so outputs match voxel order")
+    target = resolve_device(device)
+    model.to(target)
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            outputs.append(torch.sigmoid(model(x.to(target))).float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,655 @@
+"""CPU engine: sliding-window voxel-wise features compiled with numba.
+
+Centres are sorted in (z, y, x) order and grouped into lines of equal (z, y). Along a line the kernel box slides one
+voxel at a time in x: one slab of kernel_voxels^2 voxels leaves and one enters. Everything below is computed from
+state that depends only on the current box, never on the history, so results do not depend on block size, worker
+count or the order of centres.
+
+* Intensity (IBSI 3.3): a sorted multiset of the raw values in the masked kernel, updated by merging the sorted
+  entering slab and removing the sorted leaving slab (O(kernel voxels) per step instead of a sort per centre).
+* GLCM (IBSI 3.6, symmetric, distance 1, 13 directions): integer co-occurrence counts per direction plus, updated
+  per pair, the marginals p_x (= p_y), p_{x+y}, p_{x-y}, and the histogram of cell counts (how many cells hold count
+  c). All 22 features come from the marginals in O(Ng) per direction, except joint energy, joint entropy and joint
+  maximum, which come from the histogram of cell counts (sum_c n_c c^2, sum_c n_c c log2 c, max c).
+* GLRLM (IBSI 3.7, 13 directions): recomputed per centre from two precomputed per-direction arrays, the number of
+  run voxels before (``back``) and after (``fwd``) each voxel in the whole masked image: in a box a voxel starts a
+  run when back = 0 or its predecessor is outside the box, and the run's length is min(fwd + 1, distance to the
+  exit face). Runs are tallied into an integer (grey level, length) table; features come from its touched cells.
+  (Walking each run voxel by voxel with a box test per step was 3x slower.)
+
+Directions with no pair (GLCM) or no run (GLRLM) in a kernel are left out of that kernel's average.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+N_INTENSITY = 18
+N_GLCM = 22
+N_GLRLM = 16
+N_ALL = N_INTENSITY + N_GLCM + N_GLRLM
+
+#: The 13 unique directions (dz, dy, dx) of the 26-neighbourhood at distance 1.
+DIRECTIONS_ZYX = np.array(
+    [[dz, dy, dx] for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dz, dy, dx) > (0, 0, 0)],
+    dtype=np.int64,
+)
+_OFFSETS26 = np.concatenate([DIRECTIONS_ZYX, -DIRECTIONS_ZYX])
+_OFFSET_DIRECTION = np.concatenate([np.arange(13), np.arange(13)]).astype(np.int64)
+_OFFSET_IS_POSITIVE = np.concatenate([np.ones(13), np.zeros(13)]).astype(np.int64)
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Intensity: sorted multiset of kernel values
+# ----------------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _gather_slab(values, kmask, xs, z0, z1, y0, y1, buf):
+    m = 0
+    for z in range(z0, z1 + 1):
+        for y in range(y0, y1 + 1):
+            if kmask[z, y, xs]:
+                buf[m] = values[z, y, xs]
+                m += 1
+    buf[:m].sort()
+    return m
+
+
+@njit(**_JIT)
+def _merge_insert(sv, n, add, m, work):
+    i = 0
+    j = 0
+    k = 0
+    while i < n or j < m:
+        if j >= m or (i < n and sv[i] <= add[j]):
+            work[k] = sv[i]
+            i += 1
+        else:
+            work[k] = add[j]
+            j += 1
+        k += 1
+    sv[:k] = work[:k]
+    return k
+
+
+@njit(**_JIT)
+def _merge_remove(sv, n, rem, m, work):
+    i = 0
+    j = 0
+    k = 0
+    while i < n:
+        if j < m and sv[i] == rem[j]:
+            j += 1
+        else:
+            work[k] = sv[i]
+            k += 1
+        i += 1
+    sv[:k] = work[:k]
+    return k
+
+
+@njit(**_JIT)
+def _percentile_sorted(v, n, q):
+    """Linear-interpolation percentile (numpy default, pyradiomics): h = (n - 1) q / 100, v[floor h] + frac."""
+    h = (n - 1) * q / 100.0
+    lo = int(np.floor(h))
+    if lo >= n - 1:
+        return v[n - 1]
+    t = h - lo
+    a = v[lo]
+    b = v[lo + 1]
+    if t >= 0.5:
+        return b - (b - a) * (1.0 - t)
+    return a + (b - a) * t
+
+
+@njit(**_JIT)
+def intensity_features_sorted(v, n, out):
+    """The 18 intensity features (IBSI 3.3) of the sorted kernel values v[:n]; writes out[0:18] (NaN if n = 0).
+
+    With mu = mean, m_k = (1/n) sum (x - mu)^k, P_q = q-th percentile (linear interpolation):
+    mean Q4LE = mu; variance ECT3 = m_2; skewness KE2A = m_3 / m_2^1.5 (0 if m_2 = 0);
+    excess kurtosis IPH6 = m_4 / m_2^2 - 3 (0 if m_2 = 0); median Y12H = P_50; minimum 1GSF; P10 QG58; P90 8DWT;
+    maximum 84IY; interquartile range SALO = P75 - P25; range 2OJQ = max - min;
+    mean absolute deviation 4FUA = (1/n) sum |x - mu|;
+    robust mean absolute deviation 1128 = mean |x - mu_10-90| over x in [P10, P90];
+    median absolute deviation N72L = (1/n) sum |x - P_50|; coefficient of variation 7TET = sqrt(m_2) / mu;
+    quartile coefficient of dispersion 9S40 = (P75 - P25) / (P75 + P25); energy N8CA = sum x^2;
+    root mean square 5ZWQ = sqrt(sum x^2 / n).
+    """
+    if n == 0:
+        for k in range(N_INTENSITY):
+            out[k] = np.nan
+        return
+    total = 0.0
+    energy = 0.0
+    for i in range(n):
+        total += v[i]
+        energy += v[i] * v[i]
+    mean = total / n
+    m2 = 0.0
+    m3 = 0.0
+    m4 = 0.0
+    mad = 0.0
+    for i in range(n):
+        d = v[i] - mean
+        d2 = d * d
+        m2 += d2
+        m3 += d2 * d
+        m4 += d2 * d2
+        mad += abs(d)
+    m2 /= n
+    m3 /= n
+    m4 /= n
+    mad /= n
+    median = _percentile_sorted(v, n, 50.0)
+    p10 = _percentile_sorted(v, n, 10.0)
+    p25 = _percentile_sorted(v, n, 25.0)
+    p75 = _percentile_sorted(v, n, 75.0)
+    p90 = _percentile_sorted(v, n, 90.0)
+    robust_sum = 0.0
+    robust_n = 0
+    for i in range(n):
+        if v[i] >= p10 and v[i] <= p90:
+            robust_sum += v[i]
+            robust_n += 1
+    robust_mean = robust_sum / robust_n
+    rmad = 0.0
+    medad = 0.0
+    for i in range(n):
+        if v[i] >= p10 and v[i] <= p90:
+            rmad += abs(v[i] - robust_mean)
+        medad += abs(v[i] - median)
+    out[0] = mean
+    out[1] = m2
+    out[2] = m3 / m2**1.5 if m2 > 0 else 0.0
+    out[3] = m4 / (m2 * m2) - 3.0 if m2 > 0 else 0.0
+    out[4] = median
+    out[5] = v[0]
+    out[6] = p10
+    out[7] = p90
+    out[8] = v[n - 1]
+    out[9] = p75 - p25
+    out[10] = v[n - 1] - v[0]
+    out[11] = mad
+    out[12] = rmad / robust_n
+    out[13] = medad / n
+    out[14] = np.sqrt(m2) / mean
+    out[15] = (p75 - p25) / (p75 + p25)
+    out[16] = energy
+    out[17] = np.sqrt(energy / n)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GLCM: incremental counts
+# ----------------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _cell_step(cnt, cnt_of, maxc, d, i, j, s):
+    old = cnt[d, i, j]
+    new = old + s
+    if old > 0:
+        cnt_of[d, old] -= 1
+    if new > 0:
+        cnt_of[d, new] += 1
+    cnt[d, i, j] = new
+    if s > 0:
+        if new > maxc[d]:
+            maxc[d] = new
+    elif old == maxc[d] and cnt_of[d, old] == 0:
+        maxc[d] = old - 1
+
+
+@njit(**_JIT)
+def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
+               cnt, cnt_of, maxc, px, psum, pdiff, total):
+    """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box."""
+    for z in range(z0, z1 + 1):
+        for y in range(y0, y1 + 1):
+            if not kmask[z, y, xs]:
+                continue
+            ga = grey[z, y, xs]
+            for k in range(26):
+                bz = z + offs[k, 0]
+                by = y + offs[k, 1]
+                bx = xs + offs[k, 2]
+                if bz < z0 or bz > z1 or by < y0 or by > y1 or bx < bx0 or bx > bx1:
+                    continue
+                if bx == xs and off_pos[k] == 0:
+                    continue  # pair inside the slab: counted once, from its positive offset
+                if not kmask[bz, by, bx]:
+                    continue
+                gb = grey[bz, by, bx]
+                d = off_dir[k]
+                _cell_step(cnt, cnt_of, maxc, d, ga, gb, s)
+                _cell_step(cnt, cnt_of, maxc, d, gb, ga, s)
+                px[d, ga] += s
+                px[d, gb] += s
+                psum[d, ga + gb] += 2 * s
+                pdiff[d, abs(ga - gb)] += 2 * s
+                total[d] += 2 * s
+
+
+@njit(**_JIT)
+def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc, out):
+    """The 22 GLCM features (IBSI 3.6) of direction d from its integer state; returns False if it has no pair.
+
+    p(i, j) = P(i, j) / N, N = sum P (symmetric counts); p_x(i) = sum_j p(i, j) (= p_y); mu = sum i p_x(i);
+    sigma^2 = sum (i - mu)^2 p_x(i); p_{x+y}(k) = sum_{i+j=k} p; p_{x-y}(k) = sum_{|i-j|=k} p;
+    HX = -sum p_x log2 p_x; HXY = -sum p log2 p; HXY1 = HXY2 = HX + HY = 2 HX.
+    Written to out in Table 1 order:
+      0 autocorrelation QWB0 = sum ij p = (sum k^2 p_{x+y}(k) - sum k^2 p_{x-y}(k)) / 4
+      1 cluster prominence AE86 = sum (k - 2 mu)^4 p_{x+y}(k)
+      2 cluster shade 7NFM = sum (k - 2 mu)^3 p_{x+y}(k)
+      3 cluster tendency DG8W = sum (k - 2 mu)^2 p_{x+y}(k)
+      4 contrast ACUI = sum k^2 p_{x-y}(k)
+      5 correlation NI2N = sum (i - mu)(j - mu) p / sigma^2 = (tendency - contrast) / (4 sigma^2); 1 if sigma = 0
+      6 difference entropy NTRS = -sum p_{x-y} log2 p_{x-y}
+      7 dissimilarity 8S9J = sum k p_{x-y}(k)
+      8 joint energy 8ZQL = sum p^2
+      9 joint entropy TU9B = HXY
+      10 inverse difference IB1Z = sum p_{x-y}(k) / (1 + k)
+      11 inverse difference moment WF0Z = sum p_{x-y}(k) / (1 + k^2)
+      12 information correlation 1 R8DG = (HXY - HXY1) / max(HX, HY); 0 if HX = 0
+      13 information correlation 2 JN9H = sqrt(1 - exp(-2 (HXY2 - HXY))); 0 if HXY2 <= HXY
+      14 normalised inverse difference moment 1QCO = sum p_{x-y}(k) / (1 + (k / Ng)^2)
+      15 normalised inverse difference NDRX = sum p_{x-y}(k) / (1 + k / Ng)
+      16 inverse variance E8JP = sum_{k >= 1} p_{x-y}(k) / k^2
+      17 joint maximum GYBY = max p
+      18 sum average ZGXS = sum k p_{x+y}(k)
+      19 sum entropy P6QZ = -sum p_{x+y} log2 p_{x+y}
+      20 sum variance OEEB = sum (k - SA)^2 p_{x+y}(k), SA = sum average (= 2 mu)
+      21 joint variance UR99 = sigma^2
+    Ng in 14 and 15 is the ROI-wide number of grey levels (pyradiomics semantics, also in voxel mode).
+    """
+    n = total[d]
+    if n == 0:
+        return False
+    inv_n = 1.0 / n
+    log_n = np.log2(n)
+    # p_x: mean, variance, entropy, range of grey levels present
+    mu = 0.0
+    hx_acc = 0.0
+    n_levels = 0
+    gmin = n_grey + 1
+    gmax = 0
+    for i in range(1, n_grey + 1):
+        c = px[d, i]
+        if c > 0:
+            mu += i * c
+            hx_acc += clogc[c]
+            n_levels += 1
+            if i < gmin:
+                gmin = i
+            gmax = i
+    mu *= inv_n
+    hx = log_n - hx_acc * inv_n if n_levels > 1 else 0.0
+    var = 0.0
+    for i in range(gmin, gmax + 1):
+        c = px[d, i]
+        if c > 0:
+            var += (i - mu) ** 2 * c
+    var *= inv_n
+    # p_{x+y}
+    sum_avg = 0.0
+    ct = 0.0
+    cs = 0.0
+    cp = 0.0
+    sum_k2 = 0.0
+    se_acc = 0.0
+    for k in range(2 * gmin, 2 * gmax + 1):
+        c = psum[d, k]
+        if c > 0:
+            p = c * inv_n
+            t = k - 2.0 * mu
+            t2 = t * t
+            sum_avg += k * p
+            ct += t2 * p
+            cs += t2 * t * p
+            cp += t2 * t2 * p
+            sum_k2 += k * k * p
+            se_acc += clogc[c]
+    # p_{x-y}
+    contrast = 0.0
+    diss = 0.0
+    de_acc = 0.0
+    idf = 0.0
+    idm = 0.0
+    idmn = 0.0
+    idn = 0.0
+    inv_var = 0.0
+    ng = float(n_grey)
+    for k in range(0, gmax - gmin + 1):
+        c = pdiff[d, k]
+        if c > 0:
+            p = c * inv_n
+            contrast += k * k * p
+            diss += k * p
+            de_acc += clogc[c]
+            idf += p / (1.0 + k)
+            idm += p / (1.0 + k * k)
+            idmn += p / (1.0 + (k * k) / (ng * ng))
+            idn += p / (1.0 + k / ng)
+            if k > 0:
+                inv_var += p / (k * k)
+    # cell-wise sums from the histogram of cell counts or from the cells, whichever is cheaper
+    sum_c2 = 0.0
+    sum_clogc = 0.0
+    span = gmax - gmin + 1
+    if maxc[d] <= span * span:
+        for c in range(1, maxc[d] + 1):
+            m = cnt_of[d, c]
+            if m > 0:
+                sum_c2 += m * float(c) * c
+                sum_clogc += m * clogc[c]
+    else:
+        for i in range(gmin, gmax + 1):
+            for j in range(gmin, gmax + 1):
+                c = cnt[d, i, j]
+                if c > 0:
+                    sum_c2 += float(c) * c
+                    sum_clogc += clogc[c]
+    single_cell = maxc[d] == n
+    hxy = 0.0 if single_cell else log_n - sum_clogc * inv_n
+    sum_entropy = 0.0 if psum[d, 2 * gmin] == n else log_n - se_acc * inv_n
+    diff_entropy = 0.0 if pdiff[d, 0] == n else log_n - de_acc * inv_n
+    out[0] = (sum_k2 - contrast) / 4.0
+    out[1] = cp
+    out[2] = cs
+    out[3] = ct
+    out[4] = contrast
+    out[5] = (ct - contrast) / (4.0 * var) if n_levels > 1 else 1.0
+    out[6] = diff_entropy
+    out[7] = diss
+    out[8] = sum_c2 * inv_n * inv_n
+    out[9] = hxy
+    out[10] = idf
+    out[11] = idm
+    out[12] = (hxy - 2.0 * hx) / hx if hx > 0 else 0.0
+    mutual = 2.0 * hx - hxy
+    out[13] = np.sqrt(1.0 - np.exp(-2.0 * mutual)) if mutual > 0 else 0.0
+    out[14] = idmn
+    out[15] = idn
+    out[16] = inv_var
+    out[17] = maxc[d] * inv_n
+    out[18] = sum_avg
+    out[19] = sum_entropy
+    out[20] = ct
+    out[21] = var
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GLRLM: per-centre runs
+# ----------------------------------------------------------------------------------------------------------------
+@njit(parallel=True, **_JIT)
+def run_positions(grey, kmask, dirs, back, fwd):
+    """Per direction d and voxel v of the kernel mask: back[d, v] = run voxels before v along d (same grey level,
+    in the mask), fwd[d, v] = run voxels after v; saturated at the dtype's maximum. Directions are positive in
+    raster order, so v - d precedes v."""
+    nz, ny, nx = grey.shape
+    cap = np.iinfo(back.dtype).max
+    for d in prange(13):
+        dz = dirs[d, 0]
+        dy = dirs[d, 1]
+        dx = dirs[d, 2]
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    pz = z - dz
+                    py = y - dy
+                    qx = x - dx
+                    if (kmask[z, y, x] and 0 <= pz < nz and 0 <= py < ny and 0 <= qx < nx and kmask[pz, py, qx]
+                            and grey[pz, py, qx] == grey[z, y, x]):
+                        back[d, z, y, x] = min(back[d, pz, py, qx] + 1, cap)
+                    else:
+                        back[d, z, y, x] = 0
+        for z in range(nz - 1, -1, -1):
+            for y in range(ny - 1, -1, -1):
+                for x in range(nx - 1, -1, -1):
+                    wz = z + dz
+                    wy = y + dy
+                    wx = x + dx
+                    if (kmask[z, y, x] and 0 <= wz < nz and 0 <= wy < ny and 0 <= wx < nx and kmask[wz, wy, wx]
+                            and grey[wz, wy, wx] == grey[z, y, x]):
+                        fwd[d, z, y, x] = min(fwd[d, wz, wy, wx] + 1, cap)
+                    else:
+                        fwd[d, z, y, x] = 0
+
+
+@njit(**_JIT)
+def _glrlm_box(z0, z1, y0, y1, x0, x1, grey, kmask, back, fwd, dirs, n_grey, lmax, table, pg, pr, touched, clogc,
+               out_sum):
+    """Sum over the 13 directions of the 16 GLRLM features (IBSI 3.7) of the masked box; returns #directions used.
+
+    A voxel starts a run in the box when it starts a run in the mask (back = 0) or its predecessor is outside the
+    box; the run's length in the box is min(fwd + 1, voxels to the box's exit face).
+    P(i, j) = runs of grey level i and length j; N_r = sum P; N_v = sum j P (voxels);
+    r_i = sum_j P(i, j); r_j = sum_i P(i, j). Per direction, in Table 1 order:
+      0 short runs emphasis 22OV = (1/N_r) sum P / j^2      1 long runs emphasis W4KF = (1/N_r) sum P j^2
+      2 grey level non-uniformity R5YN = (1/N_r) sum r_i^2  3 normalised GLNU OVBL = (1/N_r^2) sum r_i^2
+      4 run length non-uniformity W92Y = (1/N_r) sum r_j^2  5 normalised RLNU IC23 = (1/N_r^2) sum r_j^2
+      6 run percentage 9ZK5 = N_r / N_v
+      7 low grey level run emphasis V3SW = (1/N_r) sum P / i^2
+      8 high grey level run emphasis G3QZ = (1/N_r) sum P i^2
+      9 short run low grey level emphasis HTZT = (1/N_r) sum P / (i^2 j^2)
+      10 short run high grey level emphasis GD3A = (1/N_r) sum P i^2 / j^2
+      11 long run low grey level emphasis IVPO = (1/N_r) sum P j^2 / i^2
+      12 long run high grey level emphasis 3KUM = (1/N_r) sum P i^2 j^2
+      13 grey level variance 8CE5 = sum (i - mu_i)^2 r_i / N_r, mu_i = sum i r_i / N_r
+      14 run length variance SXLW = sum (j - mu_j)^2 r_j / N_r, mu_j = sum j r_j / N_r
+      15 run entropy HJ9O = -sum (P / N_r) log2 (P / N_r)
+    """
+    for k in range(N_GLRLM):
+        out_sum[k] = 0.0
+    used = 0
+    for d in range(13):
+        dz = dirs[d, 0]
+        dy = dirs[d, 1]
+        dx = dirs[d, 2]
+        n_touched = 0
+        for z in range(z0, z1 + 1):
+            face_z = dz == 1 and z == z0
+            for y in range(y0, y1 + 1):
+                face_zy = face_z or (dy == 1 and y == y0) or (dy == -1 and y == y1)
+                limit_zy = lmax
+                if dz == 1:
+                    limit_zy = min(limit_zy, z1 - z + 1)
+                if dy == 1:
+                    limit_zy = min(limit_zy, y1 - y + 1)
+                elif dy == -1:
+                    limit_zy = min(limit_zy, y - y0 + 1)
+                for x in range(x0, x1 + 1):
+                    if not kmask[z, y, x]:
+                        continue
+                    if back[d, z, y, x] != 0 and not (face_zy or (dx == 1 and x == x0) or (dx == -1 and x == x1)):
+                        continue
+                    length = min(int(fwd[d, z, y, x]) + 1, limit_zy)
+                    if dx == 1:
+                        length = min(length, x1 - x + 1)
+                    elif dx == -1:
+                        length = min(length, x - x0 + 1)
+                    g = grey[z, y, x]
+                    if table[g, length] == 0:
+                        touched[n_touched] = g * (lmax + 1) + length
+                        n_touched += 1
+                    table[g, length] += 1
+        if n_touched == 0:
+            continue
+        used += 1
+        n_runs = 0
+        n_vox = 0
+        s_sre = 0.0
+        s_lre = 0.0
+        s_lgre = 0.0
+        s_hgre = 0.0
+        s_srlge = 0.0
+        s_srhge = 0.0
+        s_lrlge = 0.0
+        s_lrhge = 0.0
+        s_clogc = 0.0
+        for t in range(n_touched):
+            g = touched[t] // (lmax + 1)
+            j = touched[t] % (lmax + 1)
+            c = table[g, j]
+            table[g, j] = 0
+            n_runs += c
+            n_vox += c * j
+            pg[g] += c
+            pr[j] += c
+            gg = float(g) * g
+            ll = float(j) * j
+            s_sre += c / ll
+            s_lre += c * ll
+            s_lgre += c / gg
+            s_hgre += c * gg
+            s_srlge += c / (gg * ll)
+            s_srhge += c * gg / ll
+            s_lrlge += c * ll / gg
+            s_lrhge += c * gg * ll
+            s_clogc += clogc[c]
+        inv_r = 1.0 / n_runs
+        s_pg2 = 0.0
+        mu_g = 0.0
+        for g in range(1, n_grey + 1):
+            c = pg[g]
+            if c > 0:
+                s_pg2 += float(c) * c
+                mu_g += g * c
+        mu_g *= inv_r
+        var_g = 0.0
+        for g in range(1, n_grey + 1):
+            c = pg[g]
+            if c > 0:
+                var_g += (g - mu_g) ** 2 * c
+                pg[g] = 0
+        s_pr2 = 0.0
+        mu_l = 0.0
+        for j in range(1, lmax + 1):
+            c = pr[j]
+            if c > 0:
+                s_pr2 += float(c) * c
+                mu_l += j * c
+        mu_l *= inv_r
+        var_l = 0.0
+        for j in range(1, lmax + 1):
+            c = pr[j]
+            if c > 0:
+                var_l += (j - mu_l) ** 2 * c
+                pr[j] = 0
+        run_entropy = 0.0 if n_touched == 1 else np.log2(n_runs) - s_clogc * inv_r
+        out_sum[0] += s_sre * inv_r
+        out_sum[1] += s_lre * inv_r
+        out_sum[2] += s_pg2 * inv_r
+        out_sum[3] += s_pg2 * inv_r * inv_r
+        out_sum[4] += s_pr2 * inv_r
+        out_sum[5] += s_pr2 * inv_r * inv_r
+        out_sum[6] += n_runs / n_vox
+        out_sum[7] += s_lgre * inv_r
+        out_sum[8] += s_hgre * inv_r
+        out_sum[9] += s_srlge * inv_r
+        out_sum[10] += s_srhge * inv_r
+        out_sum[11] += s_lrlge * inv_r
+        out_sum[12] += s_lrhge * inv_r
+        out_sum[13] += var_g * inv_r
+        out_sum[14] += var_l * inv_r
+        out_sum[15] += run_entropy
+    return used
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, n_grey, lmax, count_cap, clogc, out, out_row0):
+    nz, ny, nx = grey.shape
+    z = centres[start, 0]
+    y = centres[start, 1]
+    z0 = max(0, z - radius)
+    z1 = min(nz - 1, z + radius)
+    y0 = max(0, y - radius)
+    y1 = min(ny - 1, y + radius)
+    slab_cap = (z1 - z0 + 1) * (y1 - y0 + 1)
+    box_cap = slab_cap * min(nx, 2 * radius + 1)
+    offs = _OFFSETS26
+    off_dir = _OFFSET_DIRECTION
+    off_pos = _OFFSET_IS_POSITIVE
+    cnt = np.zeros((13, n_grey + 1, n_grey + 1), dtype=np.int32)
+    cnt_of = np.zeros((13, count_cap + 1), dtype=np.int32)
+    maxc = np.zeros(13, dtype=np.int64)
+    px = np.zeros((13, n_grey + 1), dtype=np.int64)
+    psum = np.zeros((13, 2 * n_grey + 2), dtype=np.int64)
+    pdiff = np.zeros((13, n_grey + 1), dtype=np.int64)
+    total = np.zeros(13, dtype=np.int64)
+    sv = np.empty(box_cap, dtype=np.float64)
+    work = np.empty(box_cap, dtype=np.float64)
+    slab = np.empty(slab_cap, dtype=np.float64)
+    table = np.zeros((n_grey + 1, lmax + 1), dtype=np.int32)
+    pg = np.zeros(n_grey + 1, dtype=np.int64)
+    pr = np.zeros(lmax + 1, dtype=np.int64)
+    touched = np.empty(box_cap, dtype=np.int64)
+    fdir = np.empty(N_GLCM, dtype=np.float64)
+    fsum = np.empty(N_GLCM, dtype=np.float64)
+    rsum = np.empty(N_GLRLM, dtype=np.float64)
+    n_sorted = 0
+    bx0 = max(0, centres[start, 2] - radius)
+    bx1 = bx0 - 1
+    for c in range(start, stop):
+        cx = centres[c, 2]
+        t0 = max(0, cx - radius)
+        t1 = min(nx - 1, cx + radius)
+        if t0 > bx1:  # no overlap with the current box: empty it, restart at t0
+            while bx0 <= bx1:
+                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
+                           cnt, cnt_of, maxc, px, psum, pdiff, total)
+                m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
+                n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
+                bx0 += 1
+            bx0 = t0
+            bx1 = t0 - 1
+        while bx0 < t0:
+            _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
+                       cnt, cnt_of, maxc, px, psum, pdiff, total)
+            m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
+            n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
+            bx0 += 1
+        while bx1 < t1:
+            bx1 += 1
+            _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
+                       cnt, cnt_of, maxc, px, psum, pdiff, total)
+            m = _gather_slab(values, kmask, bx1, z0, z1, y0, y1, slab)
+            n_sorted = _merge_insert(sv, n_sorted, slab, m, work)
+        row = out_row0 + c
+        intensity_features_sorted(sv, n_sorted, out[row, 0:N_INTENSITY])
+        for k in range(N_GLCM):
+            fsum[k] = 0.0
+        used = 0
+        for d in range(13):
+            if _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc, fdir):
+                used += 1
+                for k in range(N_GLCM):
+                    fsum[k] += fdir[k]
+        for k in range(N_GLCM):
+            out[row, N_INTENSITY + k] = fsum[k] / used if used > 0 else np.nan
+        used = _glrlm_box(z0, z1, y0, y1, t0, t1, grey, kmask, back, fwd, DIRECTIONS_ZYX, n_grey, lmax,
+                          table, pg, pr, touched, clogc, rsum)
+        for k in range(N_GLRLM):
+            out[row, N_INTENSITY + N_GLCM + k] = rsum[k] / used if used > 0 else np.nan
+
+
+@njit(parallel=True, **_JIT)
+def compute_lines(centres, line_starts, grey, values, kmask, back, fwd, radius, n_grey, lmax, count_cap, clogc, out):
+    """Features of sorted centres (n, 3) grouped into lines ``line_starts`` (n_lines + 1,); writes out (n, 56)."""
+    n_lines = len(line_starts) - 1
+    for li in prange(n_lines):
+        _process_line(centres, line_starts[li], line_starts[li + 1], grey, values, kmask, back, fwd, radius, n_grey, lmax,
+                      count_cap, clogc, out, 0)
+
+
+def clogc_table(max_count: int) -> np.ndarray:
+    """c log2 c for c = 0..max_count (0 log 0 = 0), shape (max_count + 1,)."""
+    c = np.arange(max_count + 1, dtype=np.float64)
+    table = np.zeros_like(c)
+    table[1:] = c[1:] * np.log2(c[1:])
+    return table

@@ -1,0 +1,327 @@
+"""Feature selection over a list of patients' radiomics files (study section 4.5).
+
+Reads: only the ``<run_dir>/radiomics/<case>.h5`` files it is given (datasets ``/features`` (n, T, F), ``/labels``
+(n,), ``/refvi`` (n,), attribute ``feature_ids``). It is the caller's job to pass all patients (mode ``paper``) or
+the training patients of one fold (mode ``nested``); nothing else is read, so no label can leak from test patients.
+
+Steps: stream per-phase Pearson correlation over all voxels of all given patients; average it over phases;
+cluster the features (``cluster_features``); score each feature by its mean |Spearman| with the target on a
+stratified voxel sample per patient; keep the best-scoring feature of each cluster. Features that are constant at
+every phase carry no information: they are excluded from clustering and selection and listed in the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from vent.errors import ConfigError, DataError
+from vent.selection.clustering import ClusterResult, cluster_features
+from vent.selection.correlation import PhaseCorrelation
+from vent.selection.ranking import choose_representatives, sample_voxels, spearman_with_target
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_VOXELS = 4096
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of ``select_features``.
+
+    Attributes:
+        selected: Ids of the kept features, in Table 1 (file) order.
+        feature_ids: All F feature ids, in file order.
+        cluster_labels: Cluster of each feature, shape (F,); 0 for features excluded as constant.
+        clustering: Clustering of the non-constant features (cophenetic CC, cut-off, silhouette, sweep).
+        spearman: Mean |Spearman rho| with the target per feature, shape (F,).
+        correlation: Pearson correlation averaged over phases, shape (F, F).
+        constant_features: Ids of features constant at every phase (excluded).
+        partly_constant_features: Ids of features constant at some but not all phases (kept).
+        cases: Names of the files read, in the order given.
+        n_voxels: Voxels pooled in the correlation.
+        n_sampled: Voxels used for the Spearman scores.
+        target: "defect" or "refvi".
+        linkage: Linkage method.
+        seed: Seed of the voxel sampling.
+    """
+
+    selected: list[str]
+    feature_ids: list[str]
+    cluster_labels: np.ndarray
+    clustering: ClusterResult
+    spearman: np.ndarray
+    correlation: np.ndarray
+    constant_features: list[str]
+    partly_constant_features: list[str]
+    cases: list[str]
+    n_voxels: int
+    n_sampled: int
+    target: str
+    linkage: str
+    seed: int
+    correlation_per_phase: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def cophenetic_cc(self) -> float:
+        """Cophenetic correlation coefficient of the dendrogram."""
+        return self.clustering.cophenetic_cc
+
+    @property
+    def silhouette(self) -> float:
+        """Silhouette coefficient at the chosen cut-off."""
+        return self.clustering.silhouette
+
+    @property
+    def cutoff(self) -> float:
+        """Chosen cut-off distance (1 - |r|)."""
+        return self.clustering.cutoff
+
+    @property
+    def sweep(self) -> list[tuple[float, int, float | None]]:
+        """(cutoff, n_clusters, silhouette) for every cut-off tried."""
+        return self.clustering.sweep
+
+    def clusters(self) -> dict[int, list[str]]:
+        """Feature ids of each cluster (excluded constant features are not listed)."""
+        groups: dict[int, list[str]] = {}
+        for feature_id, label in zip(self.feature_ids, self.cluster_labels.tolist()):
+            if label > 0:
+                groups.setdefault(int(label), []).append(feature_id)
+        return groups
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (plain lists, floats and strings)."""
+        return {
+            "selected": list(self.selected),
+            "n_selected": len(self.selected),
+            "feature_ids": list(self.feature_ids),
+            "clusters": {str(k): v for k, v in self.clusters().items()},
+            "cophenetic_cc": self.cophenetic_cc,
+            "cutoff": self.cutoff,
+            "silhouette": self.silhouette,
+            "n_clusters": self.clustering.n_clusters,
+            "sweep": [
+                {"cutoff": c, "n_clusters": k, "silhouette": s} for c, k, s in self.clustering.sweep
+            ],
+            "spearman": dict(zip(self.feature_ids, map(float, self.spearman))),
+            "correlation": self.correlation.tolist(),
+            "constant_features": list(self.constant_features),
+            "partly_constant_features": list(self.partly_constant_features),
+            "cases": list(self.cases),
+            "n_voxels": self.n_voxels,
+            "n_sampled": self.n_sampled,
+            "target": self.target,
+            "linkage": self.linkage,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class _CaseInfo:
+    path: Path
+    n_voxels: int
+    shape_tf: tuple[int, int]
+    feature_ids: list[str]
+    sample_index: np.ndarray
+    target_sampled: np.ndarray
+
+
+def _case_seed(seed: int, case_name: str) -> int:
+    """Seed for one patient that does not depend on which other patients are in the list."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(case_name.encode())]).generate_state(1)[0])
+
+
+def _read_case_info(path: Path, target: str, max_voxels_per_case: int, seed: int) -> _CaseInfo:
+    """Read shapes, feature ids, labels and target of one radiomics file and draw its voxel sample."""
+    # NOTE: the only HDF5 layout knowledge of this package; move to vent.io when a radiomics reader exists there.
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"cannot open radiomics file {path}: {error}. Re-run the radiomics stage.") from error
+    with handle:
+        for name in ("features", "labels", target_dataset(target)):
+            if name not in handle:
+                raise DataError(f"{path} has no /{name} dataset; re-run the radiomics stage.")
+        features = handle["features"]
+        if features.ndim != 3:
+            raise DataError(f"{path}:/features must be (n_voxels, T, F); got shape {features.shape}.")
+        n_voxels, n_phases, n_features = features.shape
+        feature_ids = [str(f.decode() if isinstance(f, bytes) else f) for f in features.attrs.get("feature_ids", [])]
+        if len(feature_ids) != n_features:
+            raise DataError(
+                f"{path}:/features has {n_features} features but its feature_ids attribute lists {len(feature_ids)}."
+            )
+        labels = handle["labels"][...]
+        target_values = handle[target_dataset(target)][...]
+    if labels.shape != (n_voxels,) or target_values.shape != (n_voxels,):
+        raise DataError(
+            f"{path}: /labels {labels.shape} and /{target_dataset(target)} {target_values.shape} must both have "
+            f"shape ({n_voxels},) like /features."
+        )
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError(f"{path}:/labels must contain only 0 (healthy) and 1 (defect).")
+    index = sample_voxels(n_voxels, max_voxels_per_case, labels, _case_seed(seed, path.name))
+    return _CaseInfo(
+        path=path,
+        n_voxels=n_voxels,
+        shape_tf=(n_phases, n_features),
+        feature_ids=feature_ids,
+        sample_index=index,
+        target_sampled=np.asarray(target_values[index], dtype=np.float64),
+    )
+
+
+def target_dataset(target: str) -> str:
+    """Name of the dataset holding the selection target: "labels" for "defect", "refvi" for "refvi"."""
+    return {"defect": "labels", "refvi": "refvi"}[target]
+
+
+def _stream_case(
+    info: _CaseInfo, accumulator: PhaseCorrelation, sampled_out: np.ndarray, chunk_voxels: int
+) -> None:
+    """Stream one file's features in contiguous chunks into the accumulator and copy out the sampled voxels."""
+    with h5py.File(info.path, "r") as handle:
+        features = handle["features"]
+        storage_chunk = features.chunks[0] if features.chunks else 1
+        step = max(1, chunk_voxels // storage_chunk) * storage_chunk
+        for start in range(0, info.n_voxels, step):
+            stop = min(start + step, info.n_voxels)
+            chunk = features[start:stop]
+            if not np.isfinite(chunk).all():
+                raise DataError(
+                    f"{info.path}:/features has NaN or infinite values in voxels {start}..{stop - 1}; "
+                    "re-run the radiomics stage."
+                )
+            accumulator.update(chunk)
+            lo, hi = np.searchsorted(info.sample_index, [start, stop])
+            if hi > lo:
+                sampled_out[lo:hi] = chunk[info.sample_index[lo:hi] - start]
+
+
+def select_features(
+    files: Sequence[Path],
+    *,
+    linkage: str = "average",
+    cutoffs: Sequence[float] | None = None,
+    max_voxels_per_case: int = 20000,
+    target: Literal["defect", "refvi"] = "defect",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_voxels: int = DEFAULT_CHUNK_VOXELS,
+) -> SelectionResult:
+    """Select one radiomic feature per correlation cluster, from the given patients only.
+
+    Memory: the Spearman sample holds n_cases x max_voxels_per_case x T x F float32 values (45 x 20000 x 10 x 56
+    = 2 GB); lower ``max_voxels_per_case`` for large cohorts. The correlation itself is streamed (O(T F^2)).
+
+    Args:
+        files: Radiomics files (``<run_dir>/radiomics/<case>.h5``) of the patients to use; only these are opened.
+        linkage: Hierarchical linkage (see ``cluster_features``).
+        cutoffs: Cut-off distances to sweep; default 0.01 .. 0.99.
+        max_voxels_per_case: Voxels per patient sampled (stratified by label) for the Spearman scores.
+        target: "defect" (binary ground truth, /labels) or "refvi" (continuous reference ventilation, /refvi).
+        seed: Seed of the voxel sampling (per patient, independent of the other patients listed).
+        progress: Called as progress(files_done, files_total) after each file is streamed.
+        chunk_voxels: Voxels read per HDF5 read (rounded to whole storage chunks).
+
+    Returns:
+        The selection, its clustering and scores.
+
+    Raises:
+        ConfigError: Bad target, linkage or cut-offs.
+        DataError: No files, a missing or malformed file, or files that disagree on T or the feature ids.
+    """
+    if target not in ("defect", "refvi"):
+        raise ConfigError(f"selection.target = {target!r} is not valid; use 'defect' or 'refvi'.")
+    files = [Path(f) for f in files]
+    if not files:
+        raise DataError("feature selection was given no radiomics files; check the patient list / fold split.")
+    if len(set(files)) != len(files):
+        raise DataError("feature selection was given the same radiomics file twice; check the patient list.")
+    for path in files:
+        if not path.is_file():
+            raise DataError(f"radiomics file {path} does not exist; run the radiomics stage for this patient first.")
+
+    infos = [_read_case_info(path, target, max_voxels_per_case, seed) for path in files]
+    reference = infos[0]
+    for info in infos[1:]:
+        if info.shape_tf != reference.shape_tf or info.feature_ids != reference.feature_ids:
+            raise DataError(
+                f"{info.path} has T x F = {info.shape_tf} with features {info.feature_ids[:3]}... but "
+                f"{reference.path} has {reference.shape_tf} with {reference.feature_ids[:3]}...; all patients must "
+                "come from the same radiomics configuration."
+            )
+    n_phases, n_features = reference.shape_tf
+    feature_ids = reference.feature_ids
+    n_sampled = sum(len(info.sample_index) for info in infos)
+    logger.info(
+        "feature selection on %d patients: %d voxels, %d sampled for Spearman (%.2f GB), T=%d, F=%d",
+        len(infos),
+        sum(info.n_voxels for info in infos),
+        n_sampled,
+        n_sampled * n_phases * n_features * 4 / 1e9,
+        n_phases,
+        n_features,
+    )
+
+    sampled_ntf = np.empty((n_sampled, n_phases, n_features), dtype=np.float32)
+    accumulator = PhaseCorrelation()
+    offset = 0
+    for done, info in enumerate(infos, start=1):
+        case_accumulator = PhaseCorrelation()
+        size = len(info.sample_index)
+        _stream_case(info, case_accumulator, sampled_ntf[offset : offset + size], chunk_voxels)
+        accumulator.merge(case_accumulator)
+        offset += size
+        if progress is not None:
+            progress(done, len(infos))
+    target_sampled = np.concatenate([info.target_sampled for info in infos])
+
+    correlation_tff = accumulator.per_phase()
+    correlation_ff = accumulator.averaged()
+    constant_tf = accumulator.constant_features()
+    always_constant = constant_tf.all(axis=0)
+    partly_constant = constant_tf.any(axis=0) & ~always_constant
+    kept = np.flatnonzero(~always_constant)
+    if always_constant.any():
+        logger.warning(
+            "features constant over all %d voxels at every phase are excluded from selection: %s",
+            accumulator.count,
+            [feature_ids[i] for i in np.flatnonzero(always_constant)],
+        )
+    if len(kept) < 3:
+        raise DataError(f"only {len(kept)} features vary over the given patients; at least 3 are needed to cluster.")
+
+    clustering = cluster_features(correlation_ff[np.ix_(kept, kept)], linkage=linkage, cutoffs=cutoffs)
+    cluster_labels = np.zeros(n_features, dtype=np.int64)
+    cluster_labels[kept] = clustering.labels
+    spearman = spearman_with_target(sampled_ntf, target_sampled)
+    kept_ids = [feature_ids[i] for i in kept]
+    selected_kept = set(choose_representatives(clustering.labels, spearman[kept], kept_ids))
+    selected = [f for f in feature_ids if f in selected_kept]
+    logger.info("selected %d of %d features: %s", len(selected), n_features, selected)
+    return SelectionResult(
+        selected=selected,
+        feature_ids=feature_ids,
+        cluster_labels=cluster_labels,
+        clustering=clustering,
+        spearman=spearman,
+        correlation=correlation_ff,
+        constant_features=[feature_ids[i] for i in np.flatnonzero(always_constant)],
+        partly_constant_features=[feature_ids[i] for i in np.flatnonzero(partly_constant)],
+        cases=[info.path.name for info in infos],
+        n_voxels=accumulator.count,
+        n_sampled=n_sampled,
+        target=target,
+        linkage=linkage,
+        seed=seed,
+        correlation_per_phase=correlation_tff,
+    )

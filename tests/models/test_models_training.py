@@ -1,0 +1,153 @@
+"""Tests of training, early stopping, checkpoint resume and prediction (vent.models.training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from vent.errors import ArtifactError, ConfigError
+from vent.models import MODEL_NAMES, build_model, model_input_kind
+from vent.models.data import VoxelBatches, fit_standardiser
+from vent.models.training import TrainSettings, fit, predict_proba
+
+
+def _labels(paths: list[Path]) -> np.ndarray:
+    labels = []
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            labels.append(h5["labels"][()])
+    return np.concatenate(labels)
+
+
+def _batches(paths, kind, standardiser, shuffle, batch_size=128, seed=0):
+    features = None if kind == "raw" else [0, 1, 2, 3]
+    return VoxelBatches(paths, features, kind, standardiser, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def _data(make_separable_cases, kind):
+    train = make_separable_cases("train", n_cases=2, n_voxels=400, seed=1)
+    val = make_separable_cases("val", n_cases=1, n_voxels=300, seed=2)
+    test = make_separable_cases("test", n_cases=1, n_voxels=300, seed=3)
+    standardiser = fit_standardiser(train, None if kind == "raw" else [0, 1, 2, 3], kind)
+    return (
+        _batches(train, kind, standardiser, shuffle=True),
+        _batches(val, kind, standardiser, shuffle=False),
+        _batches(test, kind, standardiser, shuffle=False),
+        test,
+    )
+
+
+def _initial_loss(model, batches) -> float:
+    model.eval()
+    with torch.no_grad():
+        losses = [
+            torch.nn.functional.binary_cross_entropy_with_logits(model(x), y, reduction="sum") for x, y in batches
+        ]
+    return float(sum(losses)) / batches.n_voxels
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_learns_a_separable_toy_problem(name: str, make_separable_cases) -> None:
+    kind = model_input_kind(name)
+    train, val, test, test_paths = _data(make_separable_cases, kind)
+    torch.manual_seed(0)
+    model = build_model(name, train.n_inputs, train.n_steps)
+    before = _initial_loss(model, val)
+    settings = TrainSettings(lr=3e-3, batch_size=128, max_epochs=6, patience=6, device="cpu")
+    result = fit(model, train, val, settings)
+    assert result.epochs_run == 6 and not result.stopped_early
+    assert result.best_val_loss < 0.6 * before, (before, result.history)
+    probabilities = predict_proba(model, test, device="cpu")
+    labels = _labels(test_paths)
+    assert probabilities.shape == labels.shape and probabilities.dtype == np.float32
+    assert roc_auc_score(labels, probabilities) > 0.9
+
+
+def test_auto_pos_weight_and_input_order_of_predictions(make_separable_cases) -> None:
+    train, val, test, test_paths = _data(make_separable_cases, "radiomics")
+    torch.manual_seed(0)
+    model = build_model("lstm", 4, 5, hidden=(8, 4))
+    result = fit(model, train, val, TrainSettings(lr=1e-3, batch_size=128, max_epochs=1, pos_weight="auto"))
+    labels = _labels(train.paths)
+    assert result.pos_weight == pytest.approx((labels == 0).sum() / (labels == 1).sum(), rel=1e-12)
+    # predict_proba returns the voxels in file order: compare with one direct forward pass over the whole file.
+    x_all = torch.cat([x for x, _ in test])
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x_all)).numpy()
+    np.testing.assert_allclose(predict_proba(model, test), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="unshuffled"):
+        predict_proba(model, train)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(make_separable_cases) -> None:
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    torch.manual_seed(0)
+    model = build_model("lstm", 4, 5, hidden=(8, 4))
+    states = []
+    # min_delta = 10 makes every epoch after the first a non-improvement.
+    settings = TrainSettings(lr=1e-2, batch_size=128, max_epochs=50, patience=3, min_delta=10.0)
+    result = fit(model, train, val, settings,
+                 progress=lambda record: states.append({k: v.clone() for k, v in model.state_dict().items()}))
+    assert result.stopped_early
+    assert result.epochs_run == 4 and len(result.history) == 4
+    assert result.best_epoch == 0
+    assert not torch.equal(states[0]["head.weight"], states[-1]["head.weight"])
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, states[0][key], rtol=0, atol=0)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(make_separable_cases, tmp_path: Path) -> None:
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    settings = TrainSettings(lr=3e-3, batch_size=128, max_epochs=4, patience=10, seed=11)
+
+    torch.manual_seed(0)
+    reference = build_model("lstm", 4, 5, hidden=(16, 8), dropout=0.3)
+    reference_result = fit(reference, train, val, settings)
+
+    checkpoint = tmp_path / "fold0" / "checkpoint.pt"
+
+    def interrupt_after_epoch_2(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise _Interrupt
+
+    torch.manual_seed(0)
+    first_try = build_model("lstm", 4, 5, hidden=(16, 8), dropout=0.3)
+    with pytest.raises(_Interrupt):
+        fit(first_try, train, val, settings, checkpoint_path=checkpoint, progress=interrupt_after_epoch_2)
+    assert checkpoint.is_file()
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+    torch.manual_seed(123)  # different initial weights: everything must come from the checkpoint
+    resumed = build_model("lstm", 4, 5, hidden=(16, 8), dropout=0.3)
+    result = fit(resumed, train, val, settings, checkpoint_path=checkpoint)
+    assert result.resumed_from_epoch == 3
+    assert result.epochs_run == 4 and result.best_epoch == reference_result.best_epoch
+    assert [h["val_loss"] for h in result.history] == [h["val_loss"] for h in reference_result.history]
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+    with pytest.raises(ArtifactError, match="different settings"):
+        fit(resumed, train, val, TrainSettings(lr=1e-3, batch_size=128, max_epochs=4, seed=11),
+            checkpoint_path=checkpoint)
+    with pytest.raises(ArtifactError, match="architecture"):
+        fit(build_model("lstm", 4, 5, hidden=(8,)), train, val, settings, checkpoint_path=checkpoint)
+
+
+def test_settings_are_validated() -> None:
+    assert TrainSettings().lr == 1e-4 and TrainSettings().batch_size == 2048 and TrainSettings().max_epochs == 500
+    assert TrainSettings().clip_grad_norm == 1.0
+    with pytest.raises(ConfigError, match="lr must be"):
+        TrainSettings(lr=0)
+    with pytest.raises(ConfigError, match="pos_weight"):
+        TrainSettings(pos_weight="balanced")
+    with pytest.raises(ConfigError, match="patience"):
+        TrainSettings(patience=0)

@@ -1,0 +1,136 @@
+"""select_features on small synthetic radiomics files laid out as the radiomics stage writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from vent.errors import ConfigError, DataError
+from vent.selection import select_features
+
+N_PHASES = 4
+FEATURE_IDS = [f"feat_{i:02d}" for i in range(10)]
+PLANTED_REPRESENTATIVE = "feat_01"  # the least noisy copy of the label-driving factor
+
+
+def _write_case(path: Path, seed: int, n_voxels: int = 3000, invert_labels: bool = False) -> dict:
+    """A case whose features come from 3 latent factors; factor A drives the defect label."""
+    rng = np.random.default_rng(seed)
+    a, b, c = (rng.normal(size=(n_voxels, N_PHASES)) for _ in range(3))
+    noise = lambda scale: scale * rng.normal(size=(n_voxels, N_PHASES))  # noqa: E731
+    columns = [
+        a + noise(0.08), a + noise(0.02), -a + noise(0.12),  # cluster A (feat_01 best associated)
+        b + noise(0.05), b + noise(0.05),  # cluster B
+        c + noise(0.05), c + noise(0.05), c + noise(0.05),  # cluster C
+        rng.normal(size=(n_voxels, N_PHASES)),  # independent
+        np.full((n_voxels, N_PHASES), 2.5),  # constant: must be reported and excluded
+    ]
+    features = np.stack(columns, axis=-1).astype(np.float32)
+    labels = (a.mean(axis=1) + 0.1 * rng.normal(size=n_voxels) > 0.5).astype(np.uint8)
+    if invert_labels:
+        labels = 1 - labels
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("features", data=features, chunks=(512, N_PHASES, len(FEATURE_IDS)))
+        dataset.attrs["feature_ids"] = FEATURE_IDS
+        handle.create_dataset("labels", data=labels)
+        handle.create_dataset("refvi", data=a.mean(axis=1).astype(np.float32))
+        handle.create_dataset("intensity", data=features[..., 0])
+        handle.create_dataset("coords", data=np.zeros((n_voxels, 3), dtype=np.int32))
+    return {"features": features, "labels": labels}
+
+
+@pytest.fixture()
+def cohort(tmp_path: Path) -> tuple[list[Path], list[dict], Path]:
+    radiomics = tmp_path / "radiomics"
+    radiomics.mkdir()
+    files, data = [], []
+    for k, n in enumerate([3000, 2500, 1700]):
+        path = radiomics / f"case{k}.h5"
+        data.append(_write_case(path, seed=k, n_voxels=n))
+        files.append(path)
+    # A patient not given to selection (e.g. a test patient of the fold): must never be read.
+    poisoned = radiomics / "case_poison.h5"
+    _write_case(poisoned, seed=99, invert_labels=True)
+    return files, data, poisoned
+
+
+def test_selects_planted_representative_and_excludes_constant(cohort):
+    files, data, _ = cohort
+    result = select_features(files, max_voxels_per_case=100000)
+    assert PLANTED_REPRESENTATIVE in result.selected
+    assert result.constant_features == ["feat_09"]
+    assert "feat_09" not in result.selected
+    assert sorted(result.clusters().values()) == sorted(
+        [["feat_00", "feat_01", "feat_02"], ["feat_03", "feat_04"], ["feat_05", "feat_06", "feat_07"], ["feat_08"]]
+    )
+    assert len(result.selected) == 4
+    assert result.selected == sorted(result.selected, key=FEATURE_IDS.index)
+
+    # Against outside references on the pooled data.
+    pooled = np.concatenate([d["features"] for d in data]).astype(np.float64)
+    labels = np.concatenate([d["labels"] for d in data])
+    for phase in range(N_PHASES):
+        reference = np.corrcoef(pooled[:, phase, :9], rowvar=False)
+        np.testing.assert_allclose(result.correlation_per_phase[phase, :9, :9], reference, atol=1e-10)
+    expected_rho = np.mean([abs(spearmanr(pooled[:, t, 1], labels)[0]) for t in range(N_PHASES)])
+    np.testing.assert_allclose(result.spearman[1], expected_rho, atol=1e-12)
+    assert result.n_voxels == result.n_sampled == len(labels)
+    assert not np.isnan(result.correlation).any()
+
+    summary = json.loads(json.dumps(result.to_dict()))
+    assert summary["selected"] == result.selected and summary["cases"] == ["case0.h5", "case1.h5", "case2.h5"]
+
+
+def test_opens_only_the_files_it_was_given(cohort, monkeypatch):
+    files, _, poisoned = cohort
+    opened: list[Path] = []
+    real_file = h5py.File
+
+    def recording_file(name, *args, **kwargs):
+        opened.append(Path(name).resolve())
+        return real_file(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", recording_file)
+    result = select_features(files[:2], max_voxels_per_case=500, seed=3)
+    assert opened and set(opened) == {f.resolve() for f in files[:2]}
+    assert poisoned.resolve() not in opened
+    assert result.cases == ["case0.h5", "case1.h5"]
+    assert result.n_sampled == 1000
+
+
+def test_sampling_is_independent_of_the_other_patients(cohort):
+    files, _, _ = cohort
+    alone = select_features([files[0], files[2]], max_voxels_per_case=800, seed=1)
+    reordered = select_features([files[2], files[0]], max_voxels_per_case=800, seed=1)
+    np.testing.assert_allclose(alone.spearman, reordered.spearman, atol=1e-12)
+
+
+def test_refvi_target_and_progress(cohort):
+    files, _, _ = cohort
+    calls = []
+    result = select_features(
+        files, target="refvi", max_voxels_per_case=1000, progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert PLANTED_REPRESENTATIVE in result.selected
+
+
+def test_user_errors(cohort, tmp_path):
+    files, _, _ = cohort
+    with pytest.raises(DataError, match="no radiomics files"):
+        select_features([])
+    with pytest.raises(DataError, match="does not exist"):
+        select_features([tmp_path / "missing.h5"])
+    with pytest.raises(ConfigError, match="target"):
+        select_features(files, target="bogus")  # type: ignore[arg-type]
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as handle:
+        handle.create_dataset("features", data=np.zeros((10, 3, 2), dtype=np.float32)).attrs["feature_ids"] = ["x", "y"]
+        handle.create_dataset("labels", data=np.zeros(10, dtype=np.uint8))
+    with pytest.raises(DataError, match="same radiomics configuration"):
+        select_features([files[0], other])

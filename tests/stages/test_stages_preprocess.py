@@ -1,0 +1,87 @@
+"""preprocess: physical-space resampling onto one 2 mm grid, ground truth, and clear errors on bad subjects."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from vent.config import config_from_dict
+from vent.errors import DataError
+from vent.io.vampire import find_subject_files
+from vent.stages.preprocess import preprocess_subject
+
+
+def _config(root, tmp_path, **preprocess):
+    return config_from_dict({"run_dir": str(tmp_path / "run"), "data": {"root": str(root)},
+                             "preprocess": preprocess}, tmp_path)
+
+
+def test_resampled_to_2mm_and_cropped(phantom_cohort, tmp_path):
+    case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+    assert case.grid.spacing_mm_xyz == (2.0, 2.0, 2.0)
+    assert case.ct_tzyx.shape[0] == 3 and case.ct_tzyx.shape[1:] == case.lung_mask_zyx.shape
+    assert case.ct_tzyx.dtype == np.float32
+    lung = case.lung_mask_zyx > 0
+    # lung HU per phase follows the phantom (-800 - 30 t), within noise and partial volume at the border
+    for t in range(3):
+        assert np.median(case.ct_tzyx[t][lung]) == pytest.approx(-800 - 30 * t, abs=15)
+    # lung volume of an ellipsoid 24 x 28 x 24 mm semi-axes = 4/3 pi abc, within 10%
+    expected_ml = 4 / 3 * np.pi * 24 * 28 * 24 / 1000
+    assert case.attrs["lung_volume_ml"][0] == pytest.approx(expected_ml, rel=0.1)
+
+
+def test_refvi_resampled_in_physical_space(phantom_cohort, tmp_path):
+    case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+    reference = case.grid.reference_image()
+    lung = np.argwhere(case.lung_mask_zyx > 0)
+    errors = []
+    for z, y, x in lung[:: max(1, len(lung) // 200)]:
+        px = reference.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))[0]
+        errors.append(abs(case.refvi_zyx[z, y, x] - (100.0 + 2.0 * px)))
+    # the RefVI is linear in x, so linear interpolation must reproduce it up to float rounding
+    assert np.median(errors) < 1e-3
+
+
+def test_defects_are_lowest_refvi(phantom_cohort, tmp_path):
+    case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+    lung = case.lung_mask_zyx > 0
+    assert case.defect_zyx[lung].mean() == pytest.approx(0.3, abs=0.02)
+    assert case.refvi_zyx[lung & (case.defect_zyx > 0)].max() <= case.refvi_zyx[lung & (case.defect_zyx == 0)].min()
+
+
+def test_phase_order_from_max_exhale(phantom_cohort, tmp_path):
+    # make phase 3 the smallest lung: erode its mask
+    path = phantom_cohort / "Subject_01" / "CT" / "PhaseMask_03.mha"
+    sitk.WriteImage(sitk.BinaryErode(sitk.ReadImage(str(path)), [2, 2, 1]), str(path))
+    config = _config(phantom_cohort, tmp_path)
+    config.data.phase_order = "from_max_exhale"
+    case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), config)
+    assert case.attrs["phase_order"] == [3, 1, 2]
+    assert case.attrs["exhale_phase"] == 0
+
+
+def test_empty_mask_is_named(phantom_cohort, tmp_path):
+    path = phantom_cohort / "Subject_01" / "CT" / "PhaseMask_02.mha"
+    image = sitk.ReadImage(str(path))
+    sitk.WriteImage(image * 0, str(path))
+    with pytest.raises(DataError, match="PhaseMask_02.mha is empty"):
+        preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+
+
+def test_nan_image_is_named(phantom_cohort, tmp_path):
+    path = phantom_cohort / "Subject_01" / "GT" / "VentImage.mha"
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    array[3, 3, 3] = np.nan
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(sitk.ReadImage(str(path)))
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(DataError, match="VentImage.mha holds 1 NaN"):
+        preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+
+
+def test_non_overlapping_refvi_is_an_error(tmp_path):
+    from phantoms import write_phantom_subject
+
+    root = tmp_path / "study"
+    write_phantom_subject(root / "Subject_01", refvi_offset_mm=(200.0, 0.0, 0.0))
+    with pytest.raises(DataError, match="analysed lung voxels.*overlap"):
+        preprocess_subject(find_subject_files(root, "Subject_01"), _config(root, tmp_path))
