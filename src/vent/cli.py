@@ -68,6 +68,9 @@ def _errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        raise typer.Exit(0) from None
     except KeyboardInterrupt:
         typer.secho("interrupted; finished artifacts are kept and the next run resumes", err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(130) from None
@@ -221,19 +224,31 @@ def synth(
 
 @app.command()
 def features(
-    image: Annotated[Path, typer.Argument(help="Image (any format SimpleITK reads).")],
-    mask: Annotated[Path, typer.Argument(help="Mask on the image's grid (non-zero = inside).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output HDF5 (or CSV with --roi).")],
+    image: Annotated[Optional[Path], typer.Argument(help="Image (any format SimpleITK reads).")] = None,
+    mask: Annotated[Optional[Path], typer.Argument(help="Mask on the image's grid (non-zero = inside).")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output HDF5 (or CSV with --roi).")] = None,
     kernel_mm: Annotated[float, typer.Option("--kernel-mm", help="Kernel edge in mm (odd voxel count).")] = 26.0,
     bins: Annotated[str, typer.Option("--bins", help="Fixed bin count, or 'none' for images already in grey levels.")] = "64",
     bin_width: Annotated[Optional[float], typer.Option("--bin-width", help="Fixed bin width instead of a bin count.")] = None,
     feature_ids: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature ids (default: all 56).")] = None,
     roi: Annotated[bool, typer.Option("--roi", help="One value per feature over the whole mask (IBSI segment mode), CSV.")] = False,
     nifti_dir: Annotated[Optional[Path], typer.Option("--nifti-dir", help="Also write one NIfTI per feature map.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto (CUDA torch if present, else numba), numba or torch.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="CPU threads (default: all cores).")] = None,
+    list_features: Annotated[bool, typer.Option("--list", help="List the 56 feature ids with IBSI ids and exit.")] = False,
 ) -> None:
     """Voxel-wise radiomic feature maps (or ROI values) for any image and mask."""
     with _errors():
         from vent.errors import ConfigError
+
+        if list_features:
+            from vent.radiomics import FEATURES
+
+            for spec in FEATURES:
+                typer.echo(f"{spec.number:>2}  {spec.id:<45} {spec.ibsi_id}  {spec.name}")
+            return
+        if image is None or mask is None or out is None:
+            raise ConfigError("vent features needs IMAGE, MASK and -o OUT (or --list)")
 
         if bins.lower() == "none" or bin_width is not None:
             bin_count = None
@@ -246,7 +261,8 @@ def features(
         from vent.radiomics import write_feature_maps
 
         written = write_feature_maps(image, mask, out, kernel_mm=kernel_mm, bin_count=bin_count, bin_width=bin_width,
-                                     feature_ids=ids, roi=roi, nifti_dir=nifti_dir)
+                                     feature_ids=ids, roi=roi, nifti_dir=nifti_dir, backend=backend,
+                                     n_workers=workers)
         typer.echo(f"wrote {written}")
 
 

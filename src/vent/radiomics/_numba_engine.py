@@ -419,133 +419,165 @@ def run_positions(grey, kmask, dirs, back, fwd):
 
 
 @njit(**_JIT)
-def _glrlm_box(z0, z1, y0, y1, x0, x1, grey, kmask, back, fwd, dirs, n_grey, lmax, table, pg, pr, touched, clogc,
-               out_sum):
-    """Sum over the 13 directions of the 16 GLRLM features (IBSI 3.7) of the masked box; returns #directions used.
+def _steps_in_box(c, step, lo, hi, limit):
+    """Voxels from coordinate c (inclusive) to the box face [lo, hi] along one axis moving by step, capped at limit."""
+    if step > 0:
+        return min(limit, hi - c + 1)
+    if step < 0:
+        return min(limit, c - lo + 1)
+    return limit
 
-    A voxel starts a run in the box when it starts a run in the mask (back = 0) or its predecessor is outside the
-    box; the run's length in the box is min(fwd + 1, voxels to the box's exit face).
-    P(i, j) = runs of grey level i and length j; N_r = sum P; N_v = sum j P (voxels);
-    r_i = sum_j P(i, j); r_j = sum_i P(i, j). Per direction, in Table 1 order:
-      0 short runs emphasis 22OV = (1/N_r) sum P / j^2      1 long runs emphasis W4KF = (1/N_r) sum P j^2
-      2 grey level non-uniformity R5YN = (1/N_r) sum r_i^2  3 normalised GLNU OVBL = (1/N_r^2) sum r_i^2
-      4 run length non-uniformity W92Y = (1/N_r) sum r_j^2  5 normalised RLNU IC23 = (1/N_r^2) sum r_j^2
+
+@njit(**_JIT)
+def _run_count_step(d, g, length, s, table, pg, pr, n_runs):
+    """Add s (+1 / -1) runs of grey level g and length ``length`` to direction d's run-length table and marginals."""
+    table[d, g, length] += s
+    pg[d, g] += s
+    pr[d, length] += s
+    n_runs[d] += s
+
+
+@njit(**_JIT)
+def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs):
+    """Update the run-length tables when slab x = xs leaves (s = -1) or enters (s = +1) the box.
+
+    The box [z0, z1] x [y0, y1] x [bx0, bx1] contains the slab: before removal xs = bx0, after insertion xs = bx1.
+    Runs are maximal segments of equal grey level in the masked box along a direction. For a voxel v of the
+    slab, with B(v) = min(back + 1, voxels to the box face behind v) and F(v) = min(fwd + 1, voxels to the face ahead):
+    * directions in the slab plane (dx = 0): the runs that start in the slab (B = 1) leave or enter whole, with
+      length F;
+    * directions crossing the slab (dx = +-1): v is the first or the last voxel of its line inside the box, so its
+      run of length L (F if first, B if last) becomes L - 1 when v leaves, or was L - 1 before v entered.
+    Only integer counts change, so the tables depend on the box alone, not on how it was reached.
+    """
+    for z in range(z0, z1 + 1):
+        for y in range(y0, y1 + 1):
+            if not kmask[z, y, xs]:
+                continue
+            g = grey[z, y, xs]
+            for d in range(13):
+                dz = dirs[d, 0]
+                dy = dirs[d, 1]
+                dx = dirs[d, 2]
+                ahead = _steps_in_box(z, dz, z0, z1, lmax)
+                ahead = _steps_in_box(y, dy, y0, y1, ahead)
+                behind = _steps_in_box(z, -dz, z0, z1, lmax)
+                behind = _steps_in_box(y, -dy, y0, y1, behind)
+                if dx == 0:
+                    if min(int(back[d, z, y, xs]) + 1, behind) != 1:
+                        continue  # the run starts before this voxel
+                    length = min(int(fwd[d, z, y, xs]) + 1, ahead)
+                    _run_count_step(d, g, length, s, table, pg, pr, n_runs)
+                    continue
+                ahead = _steps_in_box(xs, dx, bx0, bx1, ahead)
+                behind = _steps_in_box(xs, -dx, bx0, bx1, behind)
+                if behind == 1:  # first voxel of its line in the box
+                    length = min(int(fwd[d, z, y, xs]) + 1, ahead)
+                else:  # last voxel of its line in the box
+                    length = min(int(back[d, z, y, xs]) + 1, behind)
+                _run_count_step(d, g, length, s, table, pg, pr, n_runs)
+                if length > 1:
+                    _run_count_step(d, g, length - 1, -s, table, pg, pr, n_runs)
+
+
+@njit(**_JIT)
+def _glrlm_features(n_voxels, n_grey, lmax, table, pg, pr, n_runs, clogc, out_sum):
+    """Sum over the 13 directions of the 16 GLRLM features (IBSI 3.7) from the run-length tables; returns #directions.
+
+    P(i, j) = runs of grey level i and length j; N_r = sum P; N_v = sum j P = ``n_voxels`` (every voxel of the
+    masked box lies in exactly one run per direction); r_i = sum_j P(i, j); r_j = sum_i P(i, j).
+    Per direction, in Table 1 order:
+      0 short runs emphasis 22OV = (1/N_r) sum_j r_j / j^2     1 long runs emphasis W4KF = (1/N_r) sum_j r_j j^2
+      2 grey level non-uniformity R5YN = (1/N_r) sum r_i^2     3 normalised GLNU OVBL = (1/N_r^2) sum r_i^2
+      4 run length non-uniformity W92Y = (1/N_r) sum r_j^2     5 normalised RLNU IC23 = (1/N_r^2) sum r_j^2
       6 run percentage 9ZK5 = N_r / N_v
-      7 low grey level run emphasis V3SW = (1/N_r) sum P / i^2
-      8 high grey level run emphasis G3QZ = (1/N_r) sum P i^2
+      7 low grey level run emphasis V3SW = (1/N_r) sum_i r_i / i^2
+      8 high grey level run emphasis G3QZ = (1/N_r) sum_i r_i i^2
       9 short run low grey level emphasis HTZT = (1/N_r) sum P / (i^2 j^2)
       10 short run high grey level emphasis GD3A = (1/N_r) sum P i^2 / j^2
       11 long run low grey level emphasis IVPO = (1/N_r) sum P j^2 / i^2
       12 long run high grey level emphasis 3KUM = (1/N_r) sum P i^2 j^2
       13 grey level variance 8CE5 = sum (i - mu_i)^2 r_i / N_r, mu_i = sum i r_i / N_r
       14 run length variance SXLW = sum (j - mu_j)^2 r_j / N_r, mu_j = sum j r_j / N_r
-      15 run entropy HJ9O = -sum (P / N_r) log2 (P / N_r)
+      15 run entropy HJ9O = -sum (P / N_r) log2 (P / N_r) = log2 N_r - (1/N_r) sum P log2 P
+    The four joint emphases and the entropy read only the rows i with r_i > 0.
     """
     for k in range(N_GLRLM):
         out_sum[k] = 0.0
     used = 0
     for d in range(13):
-        dz = dirs[d, 0]
-        dy = dirs[d, 1]
-        dx = dirs[d, 2]
-        n_touched = 0
-        for z in range(z0, z1 + 1):
-            face_z = dz == 1 and z == z0
-            for y in range(y0, y1 + 1):
-                face_zy = face_z or (dy == 1 and y == y0) or (dy == -1 and y == y1)
-                limit_zy = lmax
-                if dz == 1:
-                    limit_zy = min(limit_zy, z1 - z + 1)
-                if dy == 1:
-                    limit_zy = min(limit_zy, y1 - y + 1)
-                elif dy == -1:
-                    limit_zy = min(limit_zy, y - y0 + 1)
-                for x in range(x0, x1 + 1):
-                    if not kmask[z, y, x]:
-                        continue
-                    if back[d, z, y, x] != 0 and not (face_zy or (dx == 1 and x == x0) or (dx == -1 and x == x1)):
-                        continue
-                    length = min(int(fwd[d, z, y, x]) + 1, limit_zy)
-                    if dx == 1:
-                        length = min(length, x1 - x + 1)
-                    elif dx == -1:
-                        length = min(length, x - x0 + 1)
-                    g = grey[z, y, x]
-                    if table[g, length] == 0:
-                        touched[n_touched] = g * (lmax + 1) + length
-                        n_touched += 1
-                    table[g, length] += 1
-        if n_touched == 0:
+        runs = n_runs[d]
+        if runs == 0:
             continue
         used += 1
-        n_runs = 0
-        n_vox = 0
+        inv_r = 1.0 / runs
+        # run-length marginal r_j
         s_sre = 0.0
         s_lre = 0.0
-        s_lgre = 0.0
-        s_hgre = 0.0
-        s_srlge = 0.0
-        s_srhge = 0.0
-        s_lrlge = 0.0
-        s_lrhge = 0.0
-        s_clogc = 0.0
-        for t in range(n_touched):
-            g = touched[t] // (lmax + 1)
-            j = touched[t] % (lmax + 1)
-            c = table[g, j]
-            table[g, j] = 0
-            n_runs += c
-            n_vox += c * j
-            pg[g] += c
-            pr[j] += c
-            gg = float(g) * g
-            ll = float(j) * j
-            s_sre += c / ll
-            s_lre += c * ll
-            s_lgre += c / gg
-            s_hgre += c * gg
-            s_srlge += c / (gg * ll)
-            s_srhge += c * gg / ll
-            s_lrlge += c * ll / gg
-            s_lrhge += c * gg * ll
-            s_clogc += clogc[c]
-        inv_r = 1.0 / n_runs
-        s_pg2 = 0.0
-        mu_g = 0.0
-        for g in range(1, n_grey + 1):
-            c = pg[g]
-            if c > 0:
-                s_pg2 += float(c) * c
-                mu_g += g * c
-        mu_g *= inv_r
-        var_g = 0.0
-        for g in range(1, n_grey + 1):
-            c = pg[g]
-            if c > 0:
-                var_g += (g - mu_g) ** 2 * c
-                pg[g] = 0
         s_pr2 = 0.0
         mu_l = 0.0
         for j in range(1, lmax + 1):
-            c = pr[j]
+            c = pr[d, j]
             if c > 0:
+                ll = float(j) * j
+                s_sre += c / ll
+                s_lre += c * ll
                 s_pr2 += float(c) * c
                 mu_l += j * c
         mu_l *= inv_r
         var_l = 0.0
         for j in range(1, lmax + 1):
-            c = pr[j]
+            c = pr[d, j]
             if c > 0:
                 var_l += (j - mu_l) ** 2 * c
-                pr[j] = 0
-        run_entropy = 0.0 if n_touched == 1 else np.log2(n_runs) - s_clogc * inv_r
+        # grey-level marginal r_i and the joint sums, row by row
+        s_lgre = 0.0
+        s_hgre = 0.0
+        s_pg2 = 0.0
+        mu_g = 0.0
+        s_srlge = 0.0
+        s_srhge = 0.0
+        s_lrlge = 0.0
+        s_lrhge = 0.0
+        s_clogc = 0.0
+        n_cells = 0
+        for g in range(1, n_grey + 1):
+            c = pg[d, g]
+            if c == 0:
+                continue
+            gg = float(g) * g
+            s_lgre += c / gg
+            s_hgre += c * gg
+            s_pg2 += float(c) * c
+            mu_g += g * c
+            row_short = 0.0
+            row_long = 0.0
+            for j in range(1, lmax + 1):
+                cell = table[d, g, j]
+                if cell > 0:
+                    ll = float(j) * j
+                    row_short += cell / ll
+                    row_long += cell * ll
+                    s_clogc += clogc[cell]
+                    n_cells += 1
+            s_srlge += row_short / gg
+            s_srhge += row_short * gg
+            s_lrlge += row_long / gg
+            s_lrhge += row_long * gg
+        mu_g *= inv_r
+        var_g = 0.0
+        for g in range(1, n_grey + 1):
+            c = pg[d, g]
+            if c > 0:
+                var_g += (g - mu_g) ** 2 * c
+        run_entropy = 0.0 if n_cells == 1 else np.log2(runs) - s_clogc * inv_r
         out_sum[0] += s_sre * inv_r
         out_sum[1] += s_lre * inv_r
         out_sum[2] += s_pg2 * inv_r
         out_sum[3] += s_pg2 * inv_r * inv_r
         out_sum[4] += s_pr2 * inv_r
         out_sum[5] += s_pr2 * inv_r * inv_r
-        out_sum[6] += n_runs / n_vox
+        out_sum[6] += runs / n_voxels
         out_sum[7] += s_lgre * inv_r
         out_sum[8] += s_hgre * inv_r
         out_sum[9] += s_srlge * inv_r
@@ -575,6 +607,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
     offs = _OFFSETS26
     off_dir = _OFFSET_DIRECTION
     off_pos = _OFFSET_IS_POSITIVE
+    dirs = DIRECTIONS_ZYX
     cnt = np.zeros((13, n_grey + 1, n_grey + 1), dtype=np.int32)
     cnt_of = np.zeros((13, count_cap + 1), dtype=np.int32)
     maxc = np.zeros(13, dtype=np.int64)
@@ -585,10 +618,10 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
     sv = np.empty(box_cap, dtype=np.float64)
     work = np.empty(box_cap, dtype=np.float64)
     slab = np.empty(slab_cap, dtype=np.float64)
-    table = np.zeros((n_grey + 1, lmax + 1), dtype=np.int32)
-    pg = np.zeros(n_grey + 1, dtype=np.int64)
-    pr = np.zeros(lmax + 1, dtype=np.int64)
-    touched = np.empty(box_cap, dtype=np.int64)
+    table = np.zeros((13, n_grey + 1, lmax + 1), dtype=np.int32)
+    pg = np.zeros((13, n_grey + 1), dtype=np.int64)
+    pr = np.zeros((13, lmax + 1), dtype=np.int64)
+    n_runs = np.zeros(13, dtype=np.int64)
     fdir = np.empty(N_GLCM, dtype=np.float64)
     fsum = np.empty(N_GLCM, dtype=np.float64)
     rsum = np.empty(N_GLRLM, dtype=np.float64)
@@ -603,6 +636,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
             while bx0 <= bx1:
                 _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
                            cnt, cnt_of, maxc, px, psum, pdiff, total)
+                _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
                 m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
                 n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
                 bx0 += 1
@@ -611,6 +645,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
         while bx0 < t0:
             _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
                        cnt, cnt_of, maxc, px, psum, pdiff, total)
+            _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
             n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
             bx0 += 1
@@ -618,6 +653,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
             bx1 += 1
             _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
                        cnt, cnt_of, maxc, px, psum, pdiff, total)
+            _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx1, z0, z1, y0, y1, slab)
             n_sorted = _merge_insert(sv, n_sorted, slab, m, work)
         row = out_row0 + c
@@ -632,8 +668,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
                     fsum[k] += fdir[k]
         for k in range(N_GLCM):
             out[row, N_INTENSITY + k] = fsum[k] / used if used > 0 else np.nan
-        used = _glrlm_box(z0, z1, y0, y1, t0, t1, grey, kmask, back, fwd, DIRECTIONS_ZYX, n_grey, lmax,
-                          table, pg, pr, touched, clogc, rsum)
+        used = _glrlm_features(n_sorted, n_grey, lmax, table, pg, pr, n_runs, clogc, rsum) if n_sorted > 0 else 0
         for k in range(N_GLRLM):
             out[row, N_INTENSITY + N_GLCM + k] = rsum[k] / used if used > 0 else np.nan
 
