@@ -1,6 +1,5 @@
 """The CLI: exit codes and messages for success and for every kind of user error."""
 
-import pytest
 from typer.testing import CliRunner
 
 from vent import __version__

@@ -82,7 +82,14 @@ class _RichProgress:
     """Progress bars on stderr via rich; one bar per task."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
@@ -136,12 +143,14 @@ def run(
     """Run the pipeline: each stage runs only if its fingerprint changed; prints why it runs or is skipped."""
     with _errors():
         from vent.runner import execute_plan, plan_run
-        from vent.stages import all_stages
-        from vent.stages.preprocess import ensure_data
+        from vent.stages import all_stages, check_config
+        from vent.stages.preprocess import cohort_subjects, ensure_data
 
         with _RichProgress() as progress:
             ctx = _context(config, overrides, run_dir, progress)
+            check_config(ctx.config)
             ensure_data(ctx.config, echo=typer.echo)
+            check_config(ctx.config, n_cases=len(cohort_subjects(ctx.config)))
             plans = plan_run(ctx, all_stages(), only=only, start=start, force=force)
             summary = execute_plan(ctx, plans)
         ran = [row["stage"] for row in summary if row["action"] == "run"]
@@ -157,18 +166,20 @@ def run(
 def validate(config: ConfigArg, overrides: SetOption = None) -> None:
     """Check the config and the data (files, phases, geometry) without computing anything."""
     with _errors():
-        from vent.stages.preprocess import PreprocessStage
+        from vent.stages import check_config
+        from vent.stages.preprocess import PreprocessStage, cohort_subjects
 
         ctx = _context(config, overrides, None)
+        check_config(ctx.config)
         typer.echo(f"config {config}: valid")
         data = ctx.config.data
         if data.synthetic is not None and not data.root.is_dir():
+            check_config(ctx.config, n_cases=data.synthetic.cases)
             typer.echo(f"data: a synthetic cohort will be generated in {data.root} ({data.synthetic.cases} cases)")
             return
         warnings = PreprocessStage().check(ctx)
-        from vent.stages.preprocess import cohort_subjects
-
         subjects = cohort_subjects(ctx.config)
+        check_config(ctx.config, n_cases=len(subjects))
         n_phases = len(next(iter(subjects.values())).phase_images)
         typer.echo(f"data {data.root}: {len(subjects)} subjects, {n_phases} phases each, headers consistent")
         for reason_case, reason in data.exclude.items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vent.errors import ArtifactError, ConfigError
+from vent.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +156,8 @@ def save_folds(path: str | Path, folds: Sequence[Fold], meta: dict[str, Any]) ->
         folds: The folds.
         meta: JSON-serialisable metadata recorded with them.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {"format": FOLDS_FORMAT, "meta": meta, "folds": [asdict(fold) for fold in folds]}
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    write_json(Path(path), document)
 
 
 def load_folds(path: str | Path) -> tuple[list[Fold], dict[str, Any]]:

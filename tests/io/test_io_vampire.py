@@ -1,6 +1,5 @@
 """The VAMPIRE layout reader: subject discovery and clear errors naming the file at fault."""
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 

@@ -67,14 +67,10 @@ def test_empty_mask_is_named(phantom_cohort, tmp_path):
         preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
 
 
-def test_nan_image_is_named(phantom_cohort, tmp_path):
-    path = phantom_cohort / "Subject_01" / "GT" / "VentImage.mha"
-    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    array[3, 3, 3] = np.nan
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(sitk.ReadImage(str(path)))
-    sitk.WriteImage(image, str(path))
-    with pytest.raises(DataError, match="VentImage.mha holds 1 NaN"):
+def test_nan_in_ct_is_named(phantom_cohort, tmp_path):
+    path = phantom_cohort / "Subject_01" / "CT" / "PhaseImage_02.mha"
+    _set_voxel(path, (3, 3, 3), np.nan)
+    with pytest.raises(DataError, match="PhaseImage_02.mha holds 1 NaN"):
         preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
 
 
@@ -85,3 +81,24 @@ def test_non_overlapping_refvi_is_an_error(tmp_path):
     write_phantom_subject(root / "Subject_01", refvi_offset_mm=(200.0, 0.0, 0.0))
     with pytest.raises(DataError, match="analysed lung voxels.*overlap"):
         preprocess_subject(find_subject_files(root, "Subject_01"), _config(root, tmp_path))
+
+
+def _set_voxel(path, index_zyx, value):
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[index_zyx] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path))
+
+
+def test_refvi_nan_outside_lung_is_tolerated(phantom_cohort, tmp_path):
+    _set_voxel(phantom_cohort / "Subject_01" / "GT" / "VentImage.mha", (0, 0, 0), np.nan)  # a corner: background
+    case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
+    assert np.isfinite(case.refvi_zyx).all()
+
+
+def test_refvi_nan_inside_lung_is_named(phantom_cohort, tmp_path):
+    _set_voxel(phantom_cohort / "Subject_01" / "GT" / "VentImage.mha", (9, 11, 10), np.nan)  # the lung centre
+    with pytest.raises(DataError, match="VentImage.mha holds 1 NaN/inf values inside the lung mask"):
+        preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))

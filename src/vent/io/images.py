@@ -94,12 +94,13 @@ def grid_of(image: sitk.Image) -> Grid:
     )
 
 
-def read_image(path: Path, what: str = "image") -> sitk.Image:
+def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk.Image:
     """Read a 3D image with SimpleITK, with errors that name the file.
 
     Args:
         path: any format SimpleITK reads (.mha, .mhd, .nii.gz, .nrrd, ...).
         what: what the file is, for the error message ("phase image", "lung mask", ...).
+        allow_nan: accept NaN/inf values (the caller checks where they are).
 
     Raises:
         DataError: the file is missing, unreadable, not 3D, or holds NaN/inf values.
@@ -116,7 +117,7 @@ def read_image(path: Path, what: str = "image") -> sitk.Image:
         raise DataError(f"{what} {path} is {image.GetDimension()}D; vent needs one 3D volume per file")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components; expected a scalar image")
-    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+    if not allow_nan and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         values = sitk.GetArrayViewFromImage(image)
         if not np.isfinite(values).all():
             n_bad = int((~np.isfinite(values)).sum())

@@ -35,9 +35,22 @@ DIRECTIONS_ZYX = np.array(
     [[dz, dy, dx] for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dz, dy, dx) > (0, 0, 0)],
     dtype=np.int64,
 )
-_OFFSETS26 = np.concatenate([DIRECTIONS_ZYX, -DIRECTIONS_ZYX])
-_OFFSET_DIRECTION = np.concatenate([np.arange(13), np.arange(13)]).astype(np.int64)
-_OFFSET_IS_POSITIVE = np.concatenate([np.ones(13), np.zeros(13)]).astype(np.int64)
+
+
+def _slab_offsets(dx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets from a voxel of a box face slab to its GLCM partners: the 4 in-plane directions (positive, so a pair
+    inside the slab is seen once) and the 9 offsets with this dx (into the box); with their direction indices."""
+    in_plane = [tuple(v) for v in DIRECTIONS_ZYX if v[2] == 0]
+    crossing = [(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1)]
+    offsets = np.array(in_plane + crossing, dtype=np.int64)
+    index = {tuple(v): k for k, v in enumerate(DIRECTIONS_ZYX)}
+    directions = np.array([index.get(tuple(v), index.get(tuple(-v), -1)) for v in offsets], dtype=np.int64)
+    return offsets, directions
+
+
+#: Partner offsets of a voxel on the box's front face (x = x0, partners at dx = +1) and back face (dx = -1).
+_FRONT_OFFSETS, _FRONT_DIRECTION = _slab_offsets(+1)
+_BACK_OFFSETS, _BACK_DIRECTION = _slab_offsets(-1)
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -187,47 +200,64 @@ def intensity_features_sorted(v, n, out):
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def _cell_step(cnt, cnt_of, maxc, d, i, j, s):
+    """Add (s = +1) or remove (s = -1) one pair of grey levels i <= j to direction d's symmetric GLCM.
+
+    Only the upper triangle is stored: cnt[d, i, j] = P(i, j) = P(j, i), the symmetric count, so a pair adds 1 to
+    an off-diagonal cell (and 1 to its mirror, which shares the stored value) or 2 to a diagonal cell.
+    cnt_of[d, c] counts the cells of the full matrix holding c (an off-diagonal stored value stands for 2 cells).
+    maxc[d] only grows here; it is an upper bound of the largest cell, lowered to the exact value on evaluation.
+    """
+    if i == j:
+        delta = 2 * s
+        cells = 1
+    else:
+        delta = s
+        cells = 2
     old = cnt[d, i, j]
-    new = old + s
+    new = old + delta
     if old > 0:
-        cnt_of[d, old] -= 1
+        cnt_of[d, old] -= cells
     if new > 0:
-        cnt_of[d, new] += 1
+        cnt_of[d, new] += cells
     cnt[d, i, j] = new
-    if s > 0:
-        if new > maxc[d]:
-            maxc[d] = new
-    elif old == maxc[d] and cnt_of[d, old] == 0:
-        maxc[d] = old - 1
+    if new > maxc[d]:
+        maxc[d] = new
 
 
 @njit(**_JIT)
-def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
-               cnt, cnt_of, maxc, px, psum, pdiff, total):
-    """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box."""
+def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, cnt_of, maxc, px, psum, pdiff, total):
+    """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box.
+
+    ``offs`` (13, 3) are the 4 in-plane offsets of positive direction (each pair inside the slab counted once) and
+    the 9 offsets towards the rest of the box (dx = +1 when the slab is the box's front face, -1 when its back face);
+    ``off_dir`` their direction index. ``grey`` is 0 outside the kernel mask.
+    """
     for z in range(z0, z1 + 1):
         for y in range(y0, y1 + 1):
-            if not kmask[z, y, xs]:
-                continue
             ga = grey[z, y, xs]
-            for k in range(26):
+            if ga == 0:
+                continue
+            for k in range(13):
                 bz = z + offs[k, 0]
                 by = y + offs[k, 1]
                 bx = xs + offs[k, 2]
                 if bz < z0 or bz > z1 or by < y0 or by > y1 or bx < bx0 or bx > bx1:
                     continue
-                if bx == xs and off_pos[k] == 0:
-                    continue  # pair inside the slab: counted once, from its positive offset
-                if not kmask[bz, by, bx]:
-                    continue
                 gb = grey[bz, by, bx]
+                if gb == 0:
+                    continue
                 d = off_dir[k]
-                _cell_step(cnt, cnt_of, maxc, d, ga, gb, s)
-                _cell_step(cnt, cnt_of, maxc, d, gb, ga, s)
+                if ga <= gb:
+                    _cell_step(cnt, cnt_of, maxc, d, ga, gb, s)
+                else:
+                    _cell_step(cnt, cnt_of, maxc, d, gb, ga, s)
                 px[d, ga] += s
                 px[d, gb] += s
                 psum[d, ga + gb] += 2 * s
-                pdiff[d, abs(ga - gb)] += 2 * s
+                if ga >= gb:
+                    pdiff[d, ga - gb] += 2 * s
+                else:
+                    pdiff[d, gb - ga] += 2 * s
                 total[d] += 2 * s
 
 
@@ -333,11 +363,13 @@ def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc,
             idn += p / (1.0 + k / ng)
             if k > 0:
                 inv_var += p / (k * k)
-    # cell-wise sums from the histogram of cell counts or from the cells, whichever is cheaper
+    # cell-wise sums from the histogram of cell counts or from the (upper-triangle) cells, whichever is cheaper
+    while cnt_of[d, maxc[d]] == 0:
+        maxc[d] -= 1
     sum_c2 = 0.0
     sum_clogc = 0.0
     span = gmax - gmin + 1
-    if maxc[d] <= span * span:
+    if maxc[d] <= span * (span + 1) // 2:
         for c in range(1, maxc[d] + 1):
             m = cnt_of[d, c]
             if m > 0:
@@ -345,11 +377,15 @@ def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc,
                 sum_clogc += m * clogc[c]
     else:
         for i in range(gmin, gmax + 1):
-            for j in range(gmin, gmax + 1):
+            c = cnt[d, i, i]
+            if c > 0:
+                sum_c2 += float(c) * c
+                sum_clogc += clogc[c]
+            for j in range(i + 1, gmax + 1):
                 c = cnt[d, i, j]
                 if c > 0:
-                    sum_c2 += float(c) * c
-                    sum_clogc += clogc[c]
+                    sum_c2 += 2.0 * float(c) * c
+                    sum_clogc += 2.0 * clogc[c]
     single_cell = maxc[d] == n
     hxy = 0.0 if single_cell else log_n - sum_clogc * inv_n
     sum_entropy = 0.0 if psum[d, 2 * gmin] == n else log_n - se_acc * inv_n
@@ -604,9 +640,10 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
     y1 = min(ny - 1, y + radius)
     slab_cap = (z1 - z0 + 1) * (y1 - y0 + 1)
     box_cap = slab_cap * min(nx, 2 * radius + 1)
-    offs = _OFFSETS26
-    off_dir = _OFFSET_DIRECTION
-    off_pos = _OFFSET_IS_POSITIVE
+    front_offs = _FRONT_OFFSETS
+    front_dir = _FRONT_DIRECTION
+    back_offs = _BACK_OFFSETS
+    back_dir = _BACK_DIRECTION
     dirs = DIRECTIONS_ZYX
     cnt = np.zeros((13, n_grey + 1, n_grey + 1), dtype=np.int32)
     cnt_of = np.zeros((13, count_cap + 1), dtype=np.int32)
@@ -634,8 +671,8 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
         t1 = min(nx - 1, cx + radius)
         if t0 > bx1:  # no overlap with the current box: empty it, restart at t0
             while bx0 <= bx1:
-                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
-                           cnt, cnt_of, maxc, px, psum, pdiff, total)
+                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, cnt_of, maxc, px, psum, pdiff,
+                       total)
                 _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
                 m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
                 n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
@@ -643,16 +680,16 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
             bx0 = t0
             bx1 = t0 - 1
         while bx0 < t0:
-            _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
-                       cnt, cnt_of, maxc, px, psum, pdiff, total)
+            _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, cnt_of, maxc, px, psum, pdiff,
+                       total)
             _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
             n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
             bx0 += 1
         while bx1 < t1:
             bx1 += 1
-            _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, offs, off_dir, off_pos,
-                       cnt, cnt_of, maxc, px, psum, pdiff, total)
+            _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back_offs, back_dir, cnt, cnt_of, maxc, px, psum, pdiff,
+                       total)
             _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx1, z0, z1, y0, y1, slab)
             n_sorted = _merge_insert(sv, n_sorted, slab, m, work)

@@ -9,7 +9,7 @@ from vent.errors import ConfigError
 if TYPE_CHECKING:
     from vent.stages.base import Stage
 
-__all__ = ["all_stages", "get_stage", "STAGE_NAMES"]
+__all__ = ["all_stages", "get_stage", "check_config", "STAGE_NAMES"]
 
 STAGE_NAMES = ("preprocess", "radiomics", "select", "train", "explain", "report")
 
@@ -31,3 +31,27 @@ def get_stage(name: str) -> Stage:
         if stage.name == name:
             return stage
     raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+def check_config(config, n_cases: int | None = None) -> None:
+    """Checks that need the registries (model names, feature ids) or the cohort size; run before any compute.
+
+    Raises:
+        ConfigError: naming the key, the bad value and the valid choices.
+    """
+    from vent.models import model_input_kind
+    from vent.stages.radiomics import selected_feature_specs
+
+    for name in config.train.models:
+        try:
+            model_input_kind(name)
+        except ConfigError as error:
+            raise ConfigError(f"train.models: {error}") from None
+    if config.train.reference_model not in config.train.models:
+        raise ConfigError(f"train.reference_model {config.train.reference_model!r} is not in train.models")
+    selected_feature_specs(config.radiomics.features)
+    if n_cases is not None and config.cv.n_folds > n_cases:
+        raise ConfigError(f"cv.n_folds = {config.cv.n_folds} but the cohort has {n_cases} subjects; set cv.n_folds "
+                          f"to at most {n_cases}")
+    if n_cases is not None and n_cases < 3:
+        raise ConfigError(f"the cohort has {n_cases} subject(s); cross-validation by patient needs at least 3")

@@ -51,8 +51,13 @@ class ExplainStage(Stage):
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from vent.explain import (deletion_check, explain_sample, normalise_maps, probability_forward,
-                                   stratified_voxel_sample)
+        from vent.explain import (
+            deletion_check,
+            explain_sample,
+            normalise_maps,
+            probability_forward,
+            stratified_voxel_sample,
+        )
         from vent.models.data import Standardiser
 
         config = ctx.config.explain

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from vent.config import RunConfig
 from vent.errors import DataError
 from vent.groundtruth import derive_defects
 from vent.io.artifacts import PreprocessedCase, read_attrs, write_preprocessed_case
 from vent.io.atomic import write_json, write_text
-from vent.io.images import Grid, grid_of, make_isotropic_grid, read_image, resample_to_grid
+from vent.io.images import grid_of, make_isotropic_grid, read_image, resample_to_grid
 from vent.io.vampire import SubjectFiles, check_subject_headers, discover_subjects, find_subject_files
 from vent.runner import RunContext
 from vent.stages.base import PerCaseStage
@@ -69,6 +70,28 @@ def _crop_box(mask_zyx: np.ndarray, margin_vox: tuple[int, int, int]) -> tuple[t
     return tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)
 
 
+def _read_refvi(files: SubjectFiles) -> sitk.Image:
+    """The RefVI with NaN/inf outside its lung mask set to 0 (some exports mark background so); inside is an error."""
+    image = read_image(files.vent_image, "reference ventilation image", allow_nan=True)
+    values = sitk.GetArrayFromImage(image)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return image
+    if files.vent_mask is None:
+        raise DataError(f"reference ventilation image {files.vent_image} holds {int(bad.sum())} NaN/inf values and "
+                        f"there is no GT/VentMask to show they are outside the lung; fix the file")
+    inside = sitk.GetArrayFromImage(read_image(files.vent_mask, "RefVI lung mask")) > 0
+    if inside.shape != values.shape:
+        raise DataError(f"{files.vent_mask} has shape {inside.shape[::-1]} but {files.vent_image} has {values.shape[::-1]}")
+    if (bad & inside).any():
+        raise DataError(f"reference ventilation image {files.vent_image} holds {int((bad & inside).sum())} NaN/inf "
+                        f"values inside the lung mask {files.vent_mask}; fix the file or exclude {files.case_id}")
+    log.info("%s: %d NaN/inf RefVI values outside the lung set to 0", files.case_id, int(bad.sum()))
+    clean = sitk.GetImageFromArray(np.where(bad, 0.0, values).astype(np.float32))
+    clean.CopyInformation(image)
+    return clean
+
+
 def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCase:
     """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
     settings = config.preprocess
@@ -94,7 +117,8 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
     else:
         average_mask = (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
 
-    refvi = resample_to_grid(read_image(files.vent_image, "reference ventilation image"), grid, "linear", default=0.0)
+    refvi_image = _read_refvi(files)
+    refvi = resample_to_grid(refvi_image, grid, "linear", default=0.0)
     if files.vent_mask is not None:
         vent_mask = resample_to_grid(read_image(files.vent_mask, "RefVI lung mask"), grid, "mask")
     else:

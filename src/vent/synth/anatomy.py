@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from vent.synth.grids import Grid, box_partial_volume, ellipse_signed_distance
 
 #: Attenuation A = HU + 1000 of the tissues used (HU values from standard CT tables).
