@@ -14,6 +14,6 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture
 def phantom_cohort(tmp_path):
     root = tmp_path / "study"
-    for i in (1, 2):
+    for i in (1, 2, 3):
         write_phantom_subject(root / f"Subject_{i:02d}", seed=i)
     return root

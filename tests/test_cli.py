@@ -10,7 +10,7 @@ runner = CliRunner()
 
 def _config(tmp_path, root, extra=""):
     path = tmp_path / "c.yaml"
-    path.write_text(f"run_dir: {tmp_path / 'run'}\ndata: {{root: {root}}}\n{extra}")
+    path.write_text(f"run_dir: {tmp_path / 'run'}\ndata: {{root: {root}}}\ncv: {{n_folds: 3}}\n{extra}")
     return path
 
 
@@ -22,7 +22,7 @@ def test_version():
 def test_validate_ok(tmp_path, phantom_cohort):
     result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort))])
     assert result.exit_code == 0, result.output
-    assert "2 subjects, 3 phases each" in result.output
+    assert "3 subjects, 3 phases each" in result.output
 
 
 def test_validate_typo_exit_2_with_suggestion(tmp_path, phantom_cohort):
@@ -37,6 +37,11 @@ def test_validate_missing_phase_names_file(tmp_path, phantom_cohort):
     result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort))])
     assert result.exit_code == 1
     assert "Subject_02/CT/PhaseImage_02.mha" in result.output
+
+
+def test_validate_too_many_folds_exit_2(tmp_path, phantom_cohort):
+    result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort)), "--set", "cv.n_folds=5"])
+    assert result.exit_code == 2 and "cv.n_folds = 5 but the cohort has 3 subjects" in result.output
 
 
 def test_validate_missing_config_exit_2(tmp_path):

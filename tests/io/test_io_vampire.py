@@ -8,9 +8,9 @@ from vent.io.vampire import check_subject_headers, discover_subjects, find_subje
 
 
 def test_discovery_glob_and_exclude(phantom_cohort):
-    assert discover_subjects(phantom_cohort, None, {}) == ["Subject_01", "Subject_02"]
+    assert discover_subjects(phantom_cohort, None, {}) == ["Subject_01", "Subject_02", "Subject_03"]
     assert discover_subjects(phantom_cohort, "Subject_0[2]", {}) == ["Subject_02"]
-    assert discover_subjects(phantom_cohort, None, {"Subject_01": "motion"}) == ["Subject_02"]
+    assert discover_subjects(phantom_cohort, None, {"Subject_01": "motion"}) == ["Subject_02", "Subject_03"]
     with pytest.raises(ConfigError, match="Subject_09"):
         discover_subjects(phantom_cohort, ["Subject_09"], {})
     with pytest.raises(ConfigError, match="exclude"):
