@@ -199,33 +199,20 @@ def intensity_features_sorted(v, n, out):
 # GLCM: incremental counts
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _cell_step(cnt, cnt_of, maxc, d, i, j, s):
+def _cell_step(cnt, d, i, j, s):
     """Add (s = +1) or remove (s = -1) one pair of grey levels i <= j to direction d's symmetric GLCM.
 
     Only the upper triangle is stored: cnt[d, i, j] = P(i, j) = P(j, i), the symmetric count, so a pair adds 1 to
-    an off-diagonal cell (and 1 to its mirror, which shares the stored value) or 2 to a diagonal cell.
-    cnt_of[d, c] counts the cells of the full matrix holding c (an off-diagonal stored value stands for 2 cells).
-    maxc[d] only grows here; it is an upper bound of the largest cell, lowered to the exact value on evaluation.
+    an off-diagonal cell (whose mirror shares the stored value) or 2 to a diagonal cell.
     """
     if i == j:
-        delta = 2 * s
-        cells = 1
+        cnt[d, i, j] += 2 * s
     else:
-        delta = s
-        cells = 2
-    old = cnt[d, i, j]
-    new = old + delta
-    if old > 0:
-        cnt_of[d, old] -= cells
-    if new > 0:
-        cnt_of[d, new] += cells
-    cnt[d, i, j] = new
-    if new > maxc[d]:
-        maxc[d] = new
+        cnt[d, i, j] += s
 
 
 @njit(**_JIT)
-def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, cnt_of, maxc, px, psum, pdiff, total):
+def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, px, psum, pdiff, total):
     """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box.
 
     ``offs`` (13, 3) are the 4 in-plane offsets of positive direction (each pair inside the slab counted once) and
@@ -248,9 +235,9 @@ def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, cnt_of
                     continue
                 d = off_dir[k]
                 if ga <= gb:
-                    _cell_step(cnt, cnt_of, maxc, d, ga, gb, s)
+                    _cell_step(cnt, d, ga, gb, s)
                 else:
-                    _cell_step(cnt, cnt_of, maxc, d, gb, ga, s)
+                    _cell_step(cnt, d, gb, ga, s)
                 px[d, ga] += s
                 px[d, gb] += s
                 psum[d, ga + gb] += 2 * s
@@ -262,7 +249,7 @@ def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, cnt_of
 
 
 @njit(**_JIT)
-def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc, out):
+def _glcm_direction(d, n_grey, cnt, px, psum, pdiff, total, clogc, out):
     """The 22 GLCM features (IBSI 3.6) of direction d from its integer state; returns False if it has no pair.
 
     p(i, j) = P(i, j) / N, N = sum P (symmetric counts); p_x(i) = sum_j p(i, j) (= p_y); mu = sum i p_x(i);
@@ -363,30 +350,25 @@ def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc,
             idn += p / (1.0 + k / ng)
             if k > 0:
                 inv_var += p / (k * k)
-    # cell-wise sums from the histogram of cell counts or from the (upper-triangle) cells, whichever is cheaper
-    while cnt_of[d, maxc[d]] == 0:
-        maxc[d] -= 1
+    # cell-wise sums over the stored upper triangle, rows of grey levels present only
     sum_c2 = 0.0
     sum_clogc = 0.0
-    span = gmax - gmin + 1
-    if maxc[d] <= span * (span + 1) // 2:
-        for c in range(1, maxc[d] + 1):
-            m = cnt_of[d, c]
-            if m > 0:
-                sum_c2 += m * float(c) * c
-                sum_clogc += m * clogc[c]
-    else:
-        for i in range(gmin, gmax + 1):
-            c = cnt[d, i, i]
+    max_cell = 0
+    for i in range(gmin, gmax + 1):
+        if px[d, i] == 0:
+            continue
+        c = cnt[d, i, i]
+        if c > 0:
+            sum_c2 += float(c) * c
+            sum_clogc += clogc[c]
+            max_cell = max(max_cell, c)
+        for j in range(i + 1, gmax + 1):
+            c = cnt[d, i, j]
             if c > 0:
-                sum_c2 += float(c) * c
-                sum_clogc += clogc[c]
-            for j in range(i + 1, gmax + 1):
-                c = cnt[d, i, j]
-                if c > 0:
-                    sum_c2 += 2.0 * float(c) * c
-                    sum_clogc += 2.0 * clogc[c]
-    single_cell = maxc[d] == n
+                sum_c2 += 2.0 * float(c) * c
+                sum_clogc += 2.0 * clogc[c]
+                max_cell = max(max_cell, c)
+    single_cell = max_cell == n
     hxy = 0.0 if single_cell else log_n - sum_clogc * inv_n
     sum_entropy = 0.0 if psum[d, 2 * gmin] == n else log_n - se_acc * inv_n
     diff_entropy = 0.0 if pdiff[d, 0] == n else log_n - de_acc * inv_n
@@ -408,7 +390,7 @@ def _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc,
     out[14] = idmn
     out[15] = idn
     out[16] = inv_var
-    out[17] = maxc[d] * inv_n
+    out[17] = max_cell * inv_n
     out[18] = sum_avg
     out[19] = sum_entropy
     out[20] = ct
@@ -646,8 +628,6 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
     back_dir = _BACK_DIRECTION
     dirs = DIRECTIONS_ZYX
     cnt = np.zeros((13, n_grey + 1, n_grey + 1), dtype=np.int32)
-    cnt_of = np.zeros((13, count_cap + 1), dtype=np.int32)
-    maxc = np.zeros(13, dtype=np.int64)
     px = np.zeros((13, n_grey + 1), dtype=np.int64)
     psum = np.zeros((13, 2 * n_grey + 2), dtype=np.int64)
     pdiff = np.zeros((13, n_grey + 1), dtype=np.int64)
@@ -671,8 +651,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
         t1 = min(nx - 1, cx + radius)
         if t0 > bx1:  # no overlap with the current box: empty it, restart at t0
             while bx0 <= bx1:
-                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, cnt_of, maxc, px, psum, pdiff,
-                       total)
+                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
                 _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
                 m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
                 n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
@@ -680,16 +659,14 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
             bx0 = t0
             bx1 = t0 - 1
         while bx0 < t0:
-            _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, cnt_of, maxc, px, psum, pdiff,
-                       total)
+            _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
             _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
             n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
             bx0 += 1
         while bx1 < t1:
             bx1 += 1
-            _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back_offs, back_dir, cnt, cnt_of, maxc, px, psum, pdiff,
-                       total)
+            _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back_offs, back_dir, cnt, px, psum, pdiff, total)
             _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
             m = _gather_slab(values, kmask, bx1, z0, z1, y0, y1, slab)
             n_sorted = _merge_insert(sv, n_sorted, slab, m, work)
@@ -699,7 +676,7 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
             fsum[k] = 0.0
         used = 0
         for d in range(13):
-            if _glcm_direction(d, n_grey, cnt, cnt_of, maxc, px, psum, pdiff, total, clogc, fdir):
+            if _glcm_direction(d, n_grey, cnt, px, psum, pdiff, total, clogc, fdir):
                 used += 1
                 for k in range(N_GLCM):
                     fsum[k] += fdir[k]

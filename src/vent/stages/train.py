@@ -195,7 +195,9 @@ class TrainStage(Stage):
                                  pos_weight=config.pos_weight, device=config.device, weight_decay=config.weight_decay)
         torch.manual_seed(fold_seed)
         model = build_model(run.model, train_batches.n_inputs, train_batches.n_steps, **model_params(config, run.model))
-        result = fit(model, train_batches, val_batches, settings, checkpoint_path=fold_dir / "checkpoint.pt")
+        with ctx.progress.task(f"{run.row} fold {fold.index} (epochs)", total=config.max_epochs) as epochs:
+            result = fit(model, train_batches, val_batches, settings, checkpoint_path=fold_dir / "checkpoint.pt",
+                         progress=lambda info: epochs.advance(1))
         model.cpu()
         with atomic_path(fold_dir / "model.pt") as tmp:
             torch.save({"spec": model.spec, "state_dict": model.state_dict(), "feature_ids": selected,
