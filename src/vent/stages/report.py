@@ -124,6 +124,12 @@ class ReportStage(Stage):
         header = ["Model", "n", "Dice", "AUC-ROC", "Sensitivity", "Accuracy"]
         table_lines = [line for line in table_md.strip().splitlines()[2:]]
         doc.table(header, [[c.strip() for c in line.strip("|").split("|")] for line in table_lines])
+        n_patients = min((r["n_patients"] for r in rows), default=0)
+        if n_patients and 2.0 / 2 ** n_patients >= config.report.alpha:
+            doc.paragraph(
+                f"Note: with {n_patients} patients the smallest possible two-sided Wilcoxon p-value is "
+                f"{2.0 / 2 ** n_patients:.3g}, so no difference can be marked at p < {config.report.alpha:g}; the "
+                f"p-values are still reported.")
         p_rows = [[labels[r["model"]]] + [_f(r[f"{m}_p"], 4) for m in METRICS]
                   for r in rows if r["model"] != reference]
         if p_rows:
