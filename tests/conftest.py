@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from phantoms import write_phantom_subject
 
 REPO = Path(__file__).resolve().parents[1]

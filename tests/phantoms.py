@@ -32,9 +32,15 @@ def write_phantom_subject(folder: Path, n_phases: int = 3, seed: int = 0, refvi_
     (folder / "GT").mkdir()
     for t in range(n_phases):
         hu = np.where(lung, -800 - 30 * t, 40).astype(np.float32) + rng.normal(0, 5, lung.shape).astype(np.float32)
-        sitk.WriteImage(_image(hu.astype(np.int16), spacing, origin), str(folder / "CT" / f"PhaseImage_{t + 1:02d}.mha"))
-        sitk.WriteImage(_image(lung.astype(np.uint8), spacing, origin), str(folder / "CT" / f"PhaseMask_{t + 1:02d}.mha"))
-    sitk.WriteImage(_image(np.where(lung, -815, 40).astype(np.int16), spacing, origin), str(folder / "CT" / "AverageImage.mha"))
+        sitk.WriteImage(
+            _image(hu.astype(np.int16), spacing, origin), str(folder / "CT" / f"PhaseImage_{t + 1:02d}.mha")
+        )
+        sitk.WriteImage(
+            _image(lung.astype(np.uint8), spacing, origin), str(folder / "CT" / f"PhaseMask_{t + 1:02d}.mha")
+        )
+    sitk.WriteImage(
+        _image(np.where(lung, -815, 40).astype(np.int16), spacing, origin), str(folder / "CT" / "AverageImage.mha")
+    )
     sitk.WriteImage(_image(lung.astype(np.uint8), spacing, origin), str(folder / "CT" / "AverageMask.mha"))
     v_spacing, v_origin = (4.0, 4.0, 4.0), tuple(o + d for o, d in zip((-34.0, -40.0, 96.0), refvi_offset_mm))
     v_size = (20, 22, 18)

@@ -37,16 +37,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """vent: find compromised ventilation in a 4DCT you already have."""
     _state["debug"] = debug
     _state["quiet"] = quiet
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _fail(error: BaseException) -> None:
@@ -72,7 +72,9 @@ def _errors() -> Iterator[None]:
         sys.stderr.close()
         raise typer.Exit(0) from None
     except KeyboardInterrupt:
-        typer.secho("interrupted; finished artifacts are kept and the next run resumes", err=True, fg=typer.colors.YELLOW)
+        typer.secho(
+            "interrupted; finished artifacts are kept and the next run resumes", err=True, fg=typer.colors.YELLOW
+        )
         raise typer.Exit(130) from None
     except Exception as error:  # noqa: BLE001 - the CLI boundary turns every error into a message
         _fail(error)
@@ -91,9 +93,15 @@ class _RichProgress:
             TimeRemainingColumn,
         )
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-                                  disable=_state.get("quiet", False))
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+            disable=_state.get("quiet", False),
+        )
 
     def __enter__(self) -> _RichProgress:
         self._progress.start()
@@ -134,7 +142,9 @@ RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Artifac
 @app.command()
 def run(
     config: ConfigArg,
-    only: Annotated[Optional[str], typer.Option("--only", help="Run only this stage (upstream must be current).")] = None,
+    only: Annotated[
+        Optional[str], typer.Option("--only", help="Run only this stage (upstream must be current).")
+    ] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and every later one.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run the selected stages even if current.")] = False,
     run_dir: RunDirOption = None,
@@ -155,8 +165,9 @@ def run(
             summary = execute_plan(ctx, plans)
         ran = [row["stage"] for row in summary if row["action"] == "run"]
         total = sum(row["seconds"] for row in summary)
-        typer.echo(f"done: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}) in {total:.1f} s; "
-                   f"artifacts in {ctx.run_dir}")
+        typer.echo(
+            f"done: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}) in {total:.1f} s; artifacts in {ctx.run_dir}"
+        )
         report = ctx.run_dir / "report" / "report.html"
         if report.exists():
             typer.echo(f"report: {report}")
@@ -216,7 +227,9 @@ def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write Subject_XX folders into (VAMPIRE layout).")],
     cases: Annotated[int, typer.Option("--cases", min=1, help="Number of subjects.")] = 6,
     modality: Annotated[str, typer.Option("--modality", help="pet (5 phases) or spect (10 phases).")] = "pet",
-    size: Annotated[str, typer.Option("--size", help="tiny, demo or full (a real adult lung, ~600k voxels at 2 mm).")] = "demo",
+    size: Annotated[
+        str, typer.Option("--size", help="tiny, demo or full (a real adult lung, ~600k voxels at 2 mm).")
+    ] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
 ) -> None:
     """Write a realistic synthetic 4DCT cohort with reference ventilation images."""
@@ -228,8 +241,14 @@ def synth(
             raise ConfigError(f"--modality {modality!r}: use 'pet' or 'spect'")
         if size not in ("tiny", "demo", "full"):
             raise ConfigError(f"--size {size!r}: use 'tiny', 'demo' or 'full'")
-        folders = write_synthetic_cohort(out_dir, n_cases=cases, modality=modality, size=size, seed=seed,
-                                         progress=lambda message: typer.echo(message, err=True))
+        folders = write_synthetic_cohort(
+            out_dir,
+            n_cases=cases,
+            modality=modality,
+            size=size,
+            seed=seed,
+            progress=lambda message: typer.echo(message, err=True),
+        )
         typer.echo(f"wrote {len(folders)} subjects to {out_dir}")
 
 
@@ -239,14 +258,30 @@ def features(
     mask: Annotated[Optional[Path], typer.Argument(help="Mask on the image's grid (non-zero = inside).")] = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output HDF5 (or CSV with --roi).")] = None,
     kernel_mm: Annotated[float, typer.Option("--kernel-mm", help="Kernel edge in mm (odd voxel count).")] = 26.0,
-    bins: Annotated[str, typer.Option("--bins", help="Fixed bin count, or 'none' for images already in grey levels.")] = "64",
-    bin_width: Annotated[Optional[float], typer.Option("--bin-width", help="Fixed bin width instead of a bin count.")] = None,
-    feature_ids: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature ids (default: all 56).")] = None,
-    roi: Annotated[bool, typer.Option("--roi", help="One value per feature over the whole mask (IBSI segment mode), CSV.")] = False,
-    nifti_dir: Annotated[Optional[Path], typer.Option("--nifti-dir", help="Also write one NIfTI per feature map.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto (CUDA torch if present, else numba), numba or torch.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="CPU threads (default: all cores).")] = None,
-    list_features: Annotated[bool, typer.Option("--list", help="List the 56 feature ids with IBSI ids and exit.")] = False,
+    bins: Annotated[
+        str, typer.Option("--bins", help="Fixed bin count, or 'none' for images already in grey levels.")
+    ] = "64",
+    bin_width: Annotated[
+        Optional[float], typer.Option("--bin-width", help="Fixed bin width instead of a bin count.")
+    ] = None,
+    feature_ids: Annotated[
+        Optional[str], typer.Option("--features", help="Comma-separated feature ids (default: all 56).")
+    ] = None,
+    roi: Annotated[
+        bool, typer.Option("--roi", help="One value per feature over the whole mask (IBSI segment mode), CSV.")
+    ] = False,
+    nifti_dir: Annotated[
+        Optional[Path], typer.Option("--nifti-dir", help="Also write one NIfTI per feature map.")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto (CUDA torch if present, else numba), numba or torch.")
+    ] = "auto",
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="CPU threads (default: all cores).")
+    ] = None,
+    list_features: Annotated[
+        bool, typer.Option("--list", help="List the 56 feature ids with IBSI ids and exit.")
+    ] = False,
 ) -> None:
     """Voxel-wise radiomic feature maps (or ROI values) for any image and mask."""
     with _errors():
@@ -271,9 +306,19 @@ def features(
         ids = [f.strip() for f in feature_ids.split(",")] if feature_ids else None
         from vent.radiomics import write_feature_maps
 
-        written = write_feature_maps(image, mask, out, kernel_mm=kernel_mm, bin_count=bin_count, bin_width=bin_width,
-                                     feature_ids=ids, roi=roi, nifti_dir=nifti_dir, backend=backend,
-                                     n_workers=workers)
+        written = write_feature_maps(
+            image,
+            mask,
+            out,
+            kernel_mm=kernel_mm,
+            bin_count=bin_count,
+            bin_width=bin_width,
+            feature_ids=ids,
+            roi=roi,
+            nifti_dir=nifti_dir,
+            backend=backend,
+            n_workers=workers,
+        )
         typer.echo(f"wrote {written}")
 
 

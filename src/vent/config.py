@@ -117,7 +117,8 @@ class RadiomicsConfig(_Section):
     bin_count: int | None = Field(64, ge=2, description="Fixed bin number; null with bin_width or for grey levels.")
     bin_width: float | None = Field(None, gt=0.0, description="Fixed bin width (HU); excludes bin_count.")
     discretisation_scope: Literal["phase", "case"] = Field(
-        "phase", description="'phase': bin edges over the lung in each phase (pyradiomics); 'case': one scale per patient."
+        "phase",
+        description="'phase': bin edges over the lung in each phase (pyradiomics); 'case': one scale per patient.",
     )
     masked_kernel: bool = Field(True, description="Restrict each kernel to lung voxels (pyradiomics' masked kernel).")
     kernel_mask: Literal["phase", "analysis"] = Field(
@@ -273,7 +274,9 @@ def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
 def config_from_dict(raw: dict[str, Any], base_dir: Path, source: str = "<dict>") -> RunConfig:
     """Validate a config mapping; relative paths are resolved against ``base_dir``."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid config {source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"invalid config {source}: the top level must be a mapping of sections, got {type(raw).__name__}"
+        )
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as error:
@@ -294,7 +297,9 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> RunConf
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML config such as configs/demo.yaml")
+        raise ConfigError(
+            f"config file {path} does not exist; pass the path of a YAML config such as configs/demo.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -321,9 +326,11 @@ def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
 
 def section_dict(config: RunConfig, section: str) -> Any:
     """The JSON-ready content of one top-level section (paths as strings)."""
-    return json.loads(getattr(config, section).model_dump_json()) if isinstance(
-        getattr(config, section), BaseModel
-    ) else json.loads(json.dumps(getattr(config, section), default=str))
+    return (
+        json.loads(getattr(config, section).model_dump_json())
+        if isinstance(getattr(config, section), BaseModel)
+        else json.loads(json.dumps(getattr(config, section), default=str))
+    )
 
 
 def section_hash(config: RunConfig, section: str) -> str:

@@ -30,8 +30,9 @@ class OutlierClip:
     n_outliers: int
 
 
-def iterative_outlier_clip(values: np.ndarray, n_sd: float = 4.0, tolerance: float = 0.01,
-                           max_iterations: int = 100) -> OutlierClip:
+def iterative_outlier_clip(
+    values: np.ndarray, n_sd: float = 4.0, tolerance: float = 0.01, max_iterations: int = 100
+) -> OutlierClip:
     """Iterative mean +/- n_sd * SD outlier band.
 
     Iterate: m_i, s_i = mean and SD of {v : lower_{i-1} <= v <= upper_{i-1}}; lower_i = m_i - n_sd s_i,
@@ -88,9 +89,18 @@ class DefectResult:
     defect_fraction: float  # share of mask voxels labelled defect
 
 
-def derive_defects(refvi_zyx: np.ndarray, mask_zyx: np.ndarray, *, fraction: float = 0.3, method: str = "volume",
-                   n_sd: float = 4.0, tolerance: float = 0.01, max_iterations: int = 100,
-                   median_filter: bool = False, case_id: str = "") -> DefectResult:
+def derive_defects(
+    refvi_zyx: np.ndarray,
+    mask_zyx: np.ndarray,
+    *,
+    fraction: float = 0.3,
+    method: str = "volume",
+    n_sd: float = 4.0,
+    tolerance: float = 0.01,
+    max_iterations: int = 100,
+    median_filter: bool = False,
+    case_id: str = "",
+) -> DefectResult:
     """Ground-truth defect mask from a RefVI already on the analysis grid.
 
     Args:
@@ -119,5 +129,4 @@ def derive_defects(refvi_zyx: np.ndarray, mask_zyx: np.ndarray, *, fraction: flo
     threshold = defect_threshold(clipped, fraction, method)
     defect = np.zeros(mask.shape, dtype=np.uint8)
     defect[mask] = (clipped <= threshold).astype(np.uint8)
-    return DefectResult(defect_zyx=defect, threshold=threshold, clip=clip,
-                        defect_fraction=float(defect[mask].mean()))
+    return DefectResult(defect_zyx=defect, threshold=threshold, clip=clip, defect_fraction=float(defect[mask].mean()))

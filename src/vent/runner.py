@@ -141,14 +141,18 @@ def _stale_reason(manifest: dict[str, Any], definition: dict[str, Any], inputs: 
         added = sorted(set(inputs) - set(old_inputs))
         removed = sorted(set(old_inputs) - set(inputs))
         modified = sorted(k for k in set(inputs) & set(old_inputs) if inputs[k] != old_inputs[k])
-        parts = [f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                 for label, items in (("added", added), ("removed", removed), ("changed", modified)) if items]
+        parts = [
+            f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for label, items in (("added", added), ("removed", removed), ("changed", modified))
+            if items
+        ]
         return "inputs changed (" + "; ".join(parts) + ")"
     return "fingerprint changed"
 
 
-def plan_run(ctx: RunContext, stages: list[Any], *, only: str | None = None, start: str | None = None,
-             force: bool = False) -> list[StagePlan]:
+def plan_run(
+    ctx: RunContext, stages: list[Any], *, only: str | None = None, start: str | None = None, force: bool = False
+) -> list[StagePlan]:
     """Decide for every stage whether it runs, and why; computes fingerprints in pipeline order.
 
     Args:
@@ -169,8 +173,11 @@ def plan_run(ctx: RunContext, stages: list[Any], *, only: str | None = None, sta
         definition = {
             "stage": stage.name,
             "version": stage.version,
-            "config": {section: section_dict(ctx.config, section) for section in (stage.name, *stage.sections)
-                       if hasattr(ctx.config, section)},
+            "config": {
+                section: section_dict(ctx.config, section)
+                for section in (stage.name, *stage.sections)
+                if hasattr(ctx.config, section)
+            },
             "upstream": upstream,
         }
         try:
@@ -182,7 +189,9 @@ def plan_run(ctx: RunContext, stages: list[Any], *, only: str | None = None, sta
         manifest = read_manifest(ctx.stage_dir(stage.name))
         if manifest is None:
             partial = ctx.stage_dir(stage.name).is_dir() and any(ctx.stage_dir(stage.name).iterdir())
-            state, reason = ("incomplete", "an earlier run stopped before finishing") if partial else ("never run", "never run")
+            state, reason = (
+                ("incomplete", "an earlier run stopped before finishing") if partial else ("never run", "never run")
+            )
         elif manifest.get("fingerprint") != fingerprint:
             state, reason = "stale", _stale_reason(manifest, definition, inputs)
         elif missing := stage.missing_outputs(ctx):
@@ -242,8 +251,11 @@ def execute_plan(ctx: RunContext, plans: list[StagePlan]) -> list[dict[str, Any]
     for plan in plans:
         stage = plan.stage
         if plan.action != "run":
-            ctx.echo(f"[{stage.name}] skipped: {plan.reason}" if plan.action == "skip"
-                     else f"[{stage.name}] not run: {plan.reason}")
+            ctx.echo(
+                f"[{stage.name}] skipped: {plan.reason}"
+                if plan.action == "skip"
+                else f"[{stage.name}] not run: {plan.reason}"
+            )
             summary.append({"stage": stage.name, "action": plan.action, "reason": plan.reason, "seconds": 0.0})
             continue
         ctx.echo(f"[{stage.name}] runs: {plan.reason}")

@@ -100,12 +100,22 @@ def write_preprocessed_case(path: Path, case: PreprocessedCase, fingerprint: str
         chunks4 = (1, min(z, 32), min(y, 64), min(x, 64))
         chunks3 = chunks4[1:]
         handle.create_dataset("ct", data=case.ct_tzyx.astype(np.float32), chunks=chunks4, **_COMPRESSION)
-        handle.create_dataset("phase_masks", data=case.phase_masks_tzyx.astype(np.uint8), chunks=chunks4, **_COMPRESSION)
+        handle.create_dataset(
+            "phase_masks", data=case.phase_masks_tzyx.astype(np.uint8), chunks=chunks4, **_COMPRESSION
+        )
         handle.create_dataset("lung_mask", data=case.lung_mask_zyx.astype(np.uint8), chunks=chunks3, **_COMPRESSION)
         handle.create_dataset("refvi", data=case.refvi_zyx.astype(np.float32), chunks=chunks3, **_COMPRESSION)
         handle.create_dataset("defect", data=case.defect_zyx.astype(np.uint8), chunks=chunks3, **_COMPRESSION)
-        _set_attrs(handle, {"case_id": case.case_id, "fingerprint": fingerprint, "axis_order": "t,z,y,x",
-                            **case.grid.to_attrs(), **case.attrs})
+        _set_attrs(
+            handle,
+            {
+                "case_id": case.case_id,
+                "fingerprint": fingerprint,
+                "axis_order": "t,z,y,x",
+                **case.grid.to_attrs(),
+                **case.attrs,
+            },
+        )
 
 
 def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase:
@@ -128,21 +138,34 @@ def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase
         )
 
 
-def create_radiomics_case(handle: h5py.File, n_voxels: int, n_phases: int, feature_ids: list[str],
-                          ibsi_ids: list[str], attrs: dict[str, Any]) -> h5py.Dataset:
+def create_radiomics_case(
+    handle: h5py.File, n_voxels: int, n_phases: int, feature_ids: list[str], ibsi_ids: list[str], attrs: dict[str, Any]
+) -> h5py.Dataset:
     """Create the radiomics layout in an open file; returns the (N, T, F) features dataset to fill phase by phase."""
     n_features = len(feature_ids)
     chunk = (max(1, min(VOXEL_CHUNK, n_voxels)), n_phases, n_features)
-    features = handle.create_dataset("features", shape=(n_voxels, n_phases, n_features), dtype=np.float32,
-                                     chunks=chunk, **_COMPRESSION)
-    _set_attrs(features, {"feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids), "axis_order": "voxel,t,feature"})
+    features = handle.create_dataset(
+        "features", shape=(n_voxels, n_phases, n_features), dtype=np.float32, chunks=chunk, **_COMPRESSION
+    )
+    _set_attrs(
+        features, {"feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids), "axis_order": "voxel,t,feature"}
+    )
     _set_attrs(handle, {**attrs, "feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids)})
     return features
 
 
-def write_radiomics_case(path: Path, *, features_ntf: np.ndarray, intensity_nt: np.ndarray, labels: np.ndarray,
-                         refvi: np.ndarray, coords_zyx: np.ndarray, feature_ids: list[str], ibsi_ids: list[str],
-                         attrs: dict[str, Any]) -> None:
+def write_radiomics_case(
+    path: Path,
+    *,
+    features_ntf: np.ndarray,
+    intensity_nt: np.ndarray,
+    labels: np.ndarray,
+    refvi: np.ndarray,
+    coords_zyx: np.ndarray,
+    feature_ids: list[str],
+    ibsi_ids: list[str],
+    attrs: dict[str, Any],
+) -> None:
     """Write a whole radiomics case (see module docstring)."""
     n, t, _ = features_ntf.shape
     with h5py.File(path, "w") as handle:
@@ -151,12 +174,14 @@ def write_radiomics_case(path: Path, *, features_ntf: np.ndarray, intensity_nt: 
         write_radiomics_voxel_data(handle, intensity_nt, labels, refvi, coords_zyx)
 
 
-def write_radiomics_voxel_data(handle: h5py.File, intensity_nt: np.ndarray, labels: np.ndarray, refvi: np.ndarray,
-                               coords_zyx: np.ndarray) -> None:
+def write_radiomics_voxel_data(
+    handle: h5py.File, intensity_nt: np.ndarray, labels: np.ndarray, refvi: np.ndarray, coords_zyx: np.ndarray
+) -> None:
     n = len(labels)
     chunk = max(1, min(VOXEL_CHUNK, n))
-    handle.create_dataset("intensity", data=intensity_nt.astype(np.float32), chunks=(chunk, intensity_nt.shape[1]),
-                          **_COMPRESSION)
+    handle.create_dataset(
+        "intensity", data=intensity_nt.astype(np.float32), chunks=(chunk, intensity_nt.shape[1]), **_COMPRESSION
+    )
     handle.create_dataset("labels", data=labels.astype(np.uint8), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("refvi", data=refvi.astype(np.float32), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("coords", data=coords_zyx.astype(np.int32), chunks=(chunk, 3), **_COMPRESSION)

@@ -116,7 +116,9 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
     if image.GetDimension() != 3:
         raise DataError(f"{what} {path} is {image.GetDimension()}D; vent needs one 3D volume per file")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components; expected a scalar image")
+        raise DataError(
+            f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components; expected a scalar image"
+        )
     if not allow_nan and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         values = sitk.GetArrayViewFromImage(image)
         if not np.isfinite(values).all():
@@ -125,8 +127,9 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
     return image
 
 
-def check_same_geometry(reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path,
-                        tolerance_mm: float = 1e-3) -> None:
+def check_same_geometry(
+    reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path, tolerance_mm: float = 1e-3
+) -> None:
     """Raise DataError naming both files when two images do not share size, spacing, origin and direction."""
     problems = []
     if reference.GetSize() != other.GetSize():
@@ -179,8 +182,9 @@ def resample_to_grid(image: sitk.Image, grid: Grid, interpolation: str = "linear
     """
     reference = grid.reference_image()
     if interpolation == "linear":
-        out = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, default,
-                            sitk.sitkFloat32)
+        out = sitk.Resample(
+            sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32
+        )
         return sitk.GetArrayFromImage(out).astype(np.float32, copy=False)
     if interpolation == "mask":
         binary = sitk.Cast(image > 0, sitk.sitkFloat32)

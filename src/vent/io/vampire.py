@@ -85,7 +85,9 @@ def discover_subjects(root: Path, subjects: list[str] | str | None, exclude: dic
     elif isinstance(subjects, str):
         chosen = [s for s in present if fnmatch.fnmatch(s, subjects)]
         if not chosen:
-            raise ConfigError(f"data.subjects pattern {subjects!r} matches no subject in {root} (found: {present[:5]}...)")
+            raise ConfigError(
+                f"data.subjects pattern {subjects!r} matches no subject in {root} (found: {present[:5]}...)"
+            )
     else:
         missing = [s for s in subjects if s not in present]
         if missing:
@@ -121,11 +123,10 @@ def find_subject_files(root: Path, case_id: str) -> SubjectFiles:
     masks = []
     for number in numbers:
         width = len(re.match(r"^PhaseImage_(\d+)", _strip_ext(phases[number].name)).group(1))
-        mask = _find(ct_dir, f"PhaseMask_{number:0{width}d}")
+        mask_stem = f"PhaseMask_{number:0{width}d}"
+        mask = _find(ct_dir, mask_stem)
         if mask is None:
-            raise DataError(
-                f"lung mask for phase {number} of {case_id} is missing: expected {ct_dir}/PhaseMask_{number:0{width}d}.mha"
-            )
+            raise DataError(f"lung mask for phase {number} of {case_id} is missing: expected {ct_dir}/{mask_stem}.mha")
         masks.append(mask)
     vent_image = _find(gt_dir, "VentImage")
     if vent_image is None:
@@ -149,7 +150,9 @@ def _header(path: Path) -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise DataError(f"{path} could not be read by SimpleITK; is the file complete and in a supported format?") from None
+        raise DataError(
+            f"{path} could not be read by SimpleITK; is the file complete and in a supported format?"
+        ) from None
     return reader
 
 
@@ -191,7 +194,9 @@ def check_subject_headers(files: SubjectFiles, expected_phases: int | None = Non
     if files.vent_mask is not None:
         vent_mask = _header(files.vent_mask)
         if vent_mask.GetSize() != vent.GetSize():
-            raise DataError(f"{files.vent_mask} has size {vent_mask.GetSize()} but {files.vent_image} has {vent.GetSize()}")
+            raise DataError(
+                f"{files.vent_mask} has size {vent_mask.GetSize()} but {files.vent_image} has {vent.GetSize()}"
+            )
     else:
         warnings.append(f"{files.case_id}: no GT/VentMask; the CT lung mask alone defines the analysed voxels")
     if files.average_image is None:

@@ -59,11 +59,12 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Intensity: sorted multiset of kernel values
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _gather_slab(values, kmask, xs, z0, z1, y0, y1, buf):
+def _gather_slab(values, grey, xs, z0, z1, y0, y1, buf):
+    """Sorted raw values of the masked voxels (grey != 0) of slab x = xs into buf; returns their number."""
     m = 0
     for z in range(z0, z1 + 1):
         for y in range(y0, y1 + 1):
-            if kmask[z, y, xs]:
+            if grey[z, y, xs] != 0:
                 buf[m] = values[z, y, xs]
                 m += 1
     buf[:m].sort()
@@ -71,24 +72,25 @@ def _gather_slab(values, kmask, xs, z0, z1, y0, y1, buf):
 
 
 @njit(**_JIT)
-def _merge_insert(sv, n, add, m, work):
+def _merge_insert(sv, n, add, m, out):
+    """out[:n + m] = sorted union of sorted sv[:n] and sorted add[:m]; returns n + m."""
     i = 0
     j = 0
     k = 0
     while i < n or j < m:
         if j >= m or (i < n and sv[i] <= add[j]):
-            work[k] = sv[i]
+            out[k] = sv[i]
             i += 1
         else:
-            work[k] = add[j]
+            out[k] = add[j]
             j += 1
         k += 1
-    sv[:k] = work[:k]
     return k
 
 
 @njit(**_JIT)
-def _merge_remove(sv, n, rem, m, work):
+def _merge_remove(sv, n, rem, m, out):
+    """out = sorted sv[:n] without the sorted values rem[:m] (each taken once); returns the new count."""
     i = 0
     j = 0
     k = 0
@@ -96,10 +98,9 @@ def _merge_remove(sv, n, rem, m, work):
         if j < m and sv[i] == rem[j]:
             j += 1
         else:
-            work[k] = sv[i]
+            out[k] = sv[i]
             k += 1
         i += 1
-    sv[:k] = work[:k]
     return k
 
 
@@ -212,40 +213,51 @@ def _cell_step(cnt, d, i, j, s):
 
 
 @njit(**_JIT)
+def _glcm_pair(d, ga, gb, s, cnt, px, psum, pdiff, total):
+    """Add (s = +1) or remove (s = -1) one pair (ga, gb) of direction d: its GLCM cell and the marginals
+    p_x (= p_y), p_{x+y}, p_{x-y} and the total, all as integer counts of the symmetric matrix."""
+    if ga <= gb:
+        _cell_step(cnt, d, ga, gb, s)
+        pdiff[d, gb - ga] += 2 * s
+    else:
+        _cell_step(cnt, d, gb, ga, s)
+        pdiff[d, ga - gb] += 2 * s
+    px[d, ga] += s
+    px[d, gb] += s
+    psum[d, ga + gb] += 2 * s
+    total[d] += 2 * s
+
+
+@njit(**_JIT)
 def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, px, psum, pdiff, total):
     """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box.
 
     ``offs`` (13, 3) are the 4 in-plane offsets of positive direction (each pair inside the slab counted once) and
     the 9 offsets towards the rest of the box (dx = +1 when the slab is the box's front face, -1 when its back face);
-    ``off_dir`` their direction index. ``grey`` is 0 outside the kernel mask.
+    ``off_dir`` their direction index. ``grey`` is 0 outside the kernel mask. Voxels off the box's z/y faces skip
+    the bounds tests; a one-slab box has no partner across x.
     """
+    n_off = 13 if bx1 > bx0 else 4
     for z in range(z0, z1 + 1):
+        z_inner = z0 < z < z1
         for y in range(y0, y1 + 1):
             ga = grey[z, y, xs]
             if ga == 0:
                 continue
-            for k in range(13):
+            if z_inner and y0 < y < y1:
+                for k in range(n_off):
+                    gb = grey[z + offs[k, 0], y + offs[k, 1], xs + offs[k, 2]]
+                    if gb != 0:
+                        _glcm_pair(off_dir[k], ga, gb, s, cnt, px, psum, pdiff, total)
+                continue
+            for k in range(n_off):
                 bz = z + offs[k, 0]
                 by = y + offs[k, 1]
-                bx = xs + offs[k, 2]
-                if bz < z0 or bz > z1 or by < y0 or by > y1 or bx < bx0 or bx > bx1:
+                if bz < z0 or bz > z1 or by < y0 or by > y1:
                     continue
-                gb = grey[bz, by, bx]
-                if gb == 0:
-                    continue
-                d = off_dir[k]
-                if ga <= gb:
-                    _cell_step(cnt, d, ga, gb, s)
-                else:
-                    _cell_step(cnt, d, gb, ga, s)
-                px[d, ga] += s
-                px[d, gb] += s
-                psum[d, ga + gb] += 2 * s
-                if ga >= gb:
-                    pdiff[d, ga - gb] += 2 * s
-                else:
-                    pdiff[d, gb - ga] += 2 * s
-                total[d] += 2 * s
+                gb = grey[bz, by, xs + offs[k, 2]]
+                if gb != 0:
+                    _glcm_pair(off_dir[k], ga, gb, s, cnt, px, psum, pdiff, total)
 
 
 @njit(**_JIT)
@@ -350,24 +362,28 @@ def _glcm_direction(d, n_grey, cnt, px, psum, pdiff, total, clogc, out):
             idn += p / (1.0 + k / ng)
             if k > 0:
                 inv_var += p / (k * k)
-    # cell-wise sums over the stored upper triangle, rows of grey levels present only
-    sum_c2 = 0.0
+    # cell sums over the stored upper triangle (rows of grey levels present; an off-diagonal cell counts twice):
+    # sum P^2 exactly in integers, sum P log2 P, max P; branch-free inner loops (c log2 c table: 0 log 0 = 0)
+    sum_sq = 0
     sum_clogc = 0.0
     max_cell = 0
     for i in range(gmin, gmax + 1):
         if px[d, i] == 0:
             continue
         c = cnt[d, i, i]
-        if c > 0:
-            sum_c2 += float(c) * c
-            sum_clogc += clogc[c]
-            max_cell = max(max_cell, c)
+        sum_sq += c * c
+        sum_clogc += clogc[c]
+        max_cell = max(max_cell, c)
+        row_sq = 0
+        row_clogc = 0.0
         for j in range(i + 1, gmax + 1):
             c = cnt[d, i, j]
-            if c > 0:
-                sum_c2 += 2.0 * float(c) * c
-                sum_clogc += 2.0 * clogc[c]
-                max_cell = max(max_cell, c)
+            row_sq += c * c
+            row_clogc += clogc[c]
+            max_cell = max(max_cell, c)
+        sum_sq += 2 * row_sq
+        sum_clogc += 2.0 * row_clogc
+    sum_c2 = float(sum_sq)
     single_cell = max_cell == n
     hxy = 0.0 if single_cell else log_n - sum_clogc * inv_n
     sum_entropy = 0.0 if psum[d, 2 * gmin] == n else log_n - se_acc * inv_n
@@ -402,38 +418,35 @@ def _glcm_direction(d, n_grey, cnt, px, psum, pdiff, total, clogc, out):
 # GLRLM: per-centre runs
 # ----------------------------------------------------------------------------------------------------------------
 @njit(parallel=True, **_JIT)
-def run_positions(grey, kmask, dirs, back, fwd):
-    """Per direction d and voxel v of the kernel mask: back[d, v] = run voxels before v along d (same grey level,
-    in the mask), fwd[d, v] = run voxels after v; saturated at the dtype's maximum. Directions are positive in
-    raster order, so v - d precedes v."""
+def run_positions(grey, dirs, back, fwd):
+    """Run voxels before and after each voxel of the kernel mask, per direction, layout (Z, Y, X, 13).
+
+    back[v, d] = number of consecutive voxels v - d, v - 2d, ... with v's grey level (runs along d before v);
+    fwd[v, d] = the same after v (v + d, ...); both 0 outside the mask (``grey`` = 0) and saturated at the
+    dtype's maximum. Directions are positive in raster order, so one forward raster pass fills ``back`` and one
+    backward pass fills ``fwd`` (the two passes run in parallel). The 13 directions of a voxel are contiguous, so
+    the sliding GLRLM reads one cache line per voxel.
+    """
     nz, ny, nx = grey.shape
     cap = np.iinfo(back.dtype).max
-    for d in prange(13):
-        dz = dirs[d, 0]
-        dy = dirs[d, 1]
-        dx = dirs[d, 2]
-        for z in range(nz):
-            for y in range(ny):
-                for x in range(nx):
-                    pz = z - dz
-                    py = y - dy
-                    qx = x - dx
-                    if (kmask[z, y, x] and 0 <= pz < nz and 0 <= py < ny and 0 <= qx < nx and kmask[pz, py, qx]
-                            and grey[pz, py, qx] == grey[z, y, x]):
-                        back[d, z, y, x] = min(back[d, pz, py, qx] + 1, cap)
-                    else:
-                        back[d, z, y, x] = 0
-        for z in range(nz - 1, -1, -1):
-            for y in range(ny - 1, -1, -1):
-                for x in range(nx - 1, -1, -1):
-                    wz = z + dz
-                    wy = y + dy
-                    wx = x + dx
-                    if (kmask[z, y, x] and 0 <= wz < nz and 0 <= wy < ny and 0 <= wx < nx and kmask[wz, wy, wx]
-                            and grey[wz, wy, wx] == grey[z, y, x]):
-                        fwd[d, z, y, x] = min(fwd[d, wz, wy, wx] + 1, cap)
-                    else:
-                        fwd[d, z, y, x] = 0
+    for task in prange(2):
+        target = back if task == 0 else fwd
+        sign = -1 if task == 0 else 1
+        for zi in range(nz):
+            z = zi if task == 0 else nz - 1 - zi
+            for yi in range(ny):
+                y = yi if task == 0 else ny - 1 - yi
+                for xi in range(nx):
+                    x = xi if task == 0 else nx - 1 - xi
+                    g = grey[z, y, x]
+                    for d in range(13):
+                        pz = z + sign * dirs[d, 0]
+                        py = y + sign * dirs[d, 1]
+                        qx = x + sign * dirs[d, 2]
+                        if g != 0 and 0 <= pz < nz and 0 <= py < ny and 0 <= qx < nx and grey[pz, py, qx] == g:
+                            target[z, y, x, d] = min(target[pz, py, qx, d] + 1, cap)
+                        else:
+                            target[z, y, x, d] = 0
 
 
 @njit(**_JIT)
@@ -456,7 +469,22 @@ def _run_count_step(d, g, length, s, table, pg, pr, n_runs):
 
 
 @njit(**_JIT)
-def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs):
+def _face_steps(z0, z1, y0, y1, dirs, lmax, ahead, behind):
+    """Voxels from (z, y) to the box's z/y faces along each direction, ahead (+d) and behind (-d), capped at lmax.
+
+    Writes ahead[z - z0, y - y0, d] and behind[...]; the x faces move with the box and are added per slab.
+    """
+    for z in range(z0, z1 + 1):
+        for y in range(y0, y1 + 1):
+            for d in range(13):
+                ahead[z - z0, y - y0, d] = _steps_in_box(y, dirs[d, 1], y0, y1,
+                                                         _steps_in_box(z, dirs[d, 0], z0, z1, lmax))
+                behind[z - z0, y - y0, d] = _steps_in_box(y, -dirs[d, 1], y0, y1,
+                                                          _steps_in_box(z, -dirs[d, 0], z0, z1, lmax))
+
+
+@njit(**_JIT)
+def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg, pr, n_runs):
     """Update the run-length tables when slab x = xs leaves (s = -1) or enters (s = +1) the box.
 
     The box [z0, z1] x [y0, y1] x [bx0, bx1] contains the slab: before removal xs = bx0, after insertion xs = bx1.
@@ -464,35 +492,38 @@ def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, l
     slab, with B(v) = min(back + 1, voxels to the box face behind v) and F(v) = min(fwd + 1, voxels to the face ahead):
     * directions in the slab plane (dx = 0): the runs that start in the slab (B = 1) leave or enter whole, with
       length F;
-    * directions crossing the slab (dx = +-1): v is the first or the last voxel of its line inside the box, so its
-      run of length L (F if first, B if last) becomes L - 1 when v leaves, or was L - 1 before v entered.
+    * directions crossing the slab (dx = +-1): v is the first (B = 1) or else the last voxel of its line inside the
+      box, so its run of length L (F if first, B if last) becomes L - 1 when v leaves, or was L - 1 before v entered.
     Only integer counts change, so the tables depend on the box alone, not on how it was reached.
+    ``grey`` is 0 outside the kernel mask; ``ahead_zy``/``behind_zy`` come from :func:`_face_steps`.
     """
+    x_ahead_pos = bx1 - xs + 1  # voxels to the x face ahead for dx = +1 (behind for dx = -1)
+    x_behind_pos = xs - bx0 + 1
     for z in range(z0, z1 + 1):
         for y in range(y0, y1 + 1):
-            if not kmask[z, y, xs]:
-                continue
             g = grey[z, y, xs]
+            if g == 0:
+                continue
             for d in range(13):
-                dz = dirs[d, 0]
-                dy = dirs[d, 1]
                 dx = dirs[d, 2]
-                ahead = _steps_in_box(z, dz, z0, z1, lmax)
-                ahead = _steps_in_box(y, dy, y0, y1, ahead)
-                behind = _steps_in_box(z, -dz, z0, z1, lmax)
-                behind = _steps_in_box(y, -dy, y0, y1, behind)
+                ahead = ahead_zy[z - z0, y - y0, d]
+                behind = behind_zy[z - z0, y - y0, d]
                 if dx == 0:
-                    if min(int(back[d, z, y, xs]) + 1, behind) != 1:
+                    if min(int(back[z, y, xs, d]) + 1, behind) != 1:
                         continue  # the run starts before this voxel
-                    length = min(int(fwd[d, z, y, xs]) + 1, ahead)
+                    length = min(int(fwd[z, y, xs, d]) + 1, ahead)
                     _run_count_step(d, g, length, s, table, pg, pr, n_runs)
                     continue
-                ahead = _steps_in_box(xs, dx, bx0, bx1, ahead)
-                behind = _steps_in_box(xs, -dx, bx0, bx1, behind)
+                if dx > 0:
+                    ahead = min(ahead, x_ahead_pos)
+                    behind = min(behind, x_behind_pos)
+                else:
+                    ahead = min(ahead, x_behind_pos)
+                    behind = min(behind, x_ahead_pos)
                 if behind == 1:  # first voxel of its line in the box
-                    length = min(int(fwd[d, z, y, xs]) + 1, ahead)
+                    length = min(int(fwd[z, y, xs, d]) + 1, ahead)
                 else:  # last voxel of its line in the box
-                    length = min(int(back[d, z, y, xs]) + 1, behind)
+                    length = min(int(back[z, y, xs, d]) + 1, behind)
                 _run_count_step(d, g, length, s, table, pg, pr, n_runs)
                 if length > 1:
                     _run_count_step(d, g, length - 1, -s, table, pg, pr, n_runs)
@@ -612,7 +643,8 @@ def _glrlm_features(n_voxels, n_grey, lmax, table, pg, pr, n_runs, clogc, out_su
 # Driver
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, n_grey, lmax, count_cap, clogc, out, out_row0):
+def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey, lmax, clogc, out,
+                  out_row0):
     nz, ny, nx = grey.shape
     z = centres[start, 0]
     y = centres[start, 1]
@@ -634,11 +666,16 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
     total = np.zeros(13, dtype=np.int64)
     sv = np.empty(box_cap, dtype=np.float64)
     work = np.empty(box_cap, dtype=np.float64)
-    slab = np.empty(slab_cap, dtype=np.float64)
+    edge = min(nx, 2 * radius + 1)  # most slabs a box holds
+    ring = np.empty((edge, slab_cap), dtype=np.float64)  # sorted values of the slabs in the box, by x mod edge
+    ring_n = np.zeros(edge, dtype=np.int64)
     table = np.zeros((13, n_grey + 1, lmax + 1), dtype=np.int32)
     pg = np.zeros((13, n_grey + 1), dtype=np.int64)
     pr = np.zeros((13, lmax + 1), dtype=np.int64)
     n_runs = np.zeros(13, dtype=np.int64)
+    ahead_zy = np.empty((z1 - z0 + 1, y1 - y0 + 1, 13), dtype=np.int64)
+    behind_zy = np.empty((z1 - z0 + 1, y1 - y0 + 1, 13), dtype=np.int64)
+    _face_steps(z0, z1, y0, y1, dirs, lmax, ahead_zy, behind_zy)
     fdir = np.empty(N_GLCM, dtype=np.float64)
     fsum = np.empty(N_GLCM, dtype=np.float64)
     rsum = np.empty(N_GLRLM, dtype=np.float64)
@@ -652,24 +689,31 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
         if t0 > bx1:  # no overlap with the current box: empty it, restart at t0
             while bx0 <= bx1:
                 _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
-                _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
-                m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
-                n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
+                _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
+                            pr, n_runs)
+                r = bx0 % edge
+                n_sorted = _merge_remove(sv, n_sorted, ring[r], ring_n[r], work)
+                sv, work = work, sv
                 bx0 += 1
             bx0 = t0
             bx1 = t0 - 1
         while bx0 < t0:
             _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
-            _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
-            m = _gather_slab(values, kmask, bx0, z0, z1, y0, y1, slab)
-            n_sorted = _merge_remove(sv, n_sorted, slab, m, work)
+            _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
+                        pr, n_runs)
+            r = bx0 % edge
+            n_sorted = _merge_remove(sv, n_sorted, ring[r], ring_n[r], work)
+            sv, work = work, sv
             bx0 += 1
         while bx1 < t1:
             bx1 += 1
             _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back_offs, back_dir, cnt, px, psum, pdiff, total)
-            _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, kmask, back, fwd, dirs, lmax, table, pg, pr, n_runs)
-            m = _gather_slab(values, kmask, bx1, z0, z1, y0, y1, slab)
-            n_sorted = _merge_insert(sv, n_sorted, slab, m, work)
+            _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
+                        pr, n_runs)
+            r = bx1 % edge
+            ring_n[r] = _gather_slab(values, grey, bx1, z0, z1, y0, y1, ring[r])
+            n_sorted = _merge_insert(sv, n_sorted, ring[r], ring_n[r], work)
+            sv, work = work, sv
         row = out_row0 + c
         intensity_features_sorted(sv, n_sorted, out[row, 0:N_INTENSITY])
         for k in range(N_GLCM):
@@ -688,12 +732,12 @@ def _process_line(centres, start, stop, grey, values, kmask, back, fwd, radius, 
 
 
 @njit(parallel=True, **_JIT)
-def compute_lines(centres, line_starts, grey, values, kmask, back, fwd, radius, n_grey, lmax, count_cap, clogc, out):
+def compute_lines(centres, line_starts, grey, values, back, fwd, radius, n_grey, lmax, clogc, out):
     """Features of sorted centres (n, 3) grouped into lines ``line_starts`` (n_lines + 1,); writes out (n, 56)."""
     n_lines = len(line_starts) - 1
     for li in prange(n_lines):
-        _process_line(centres, line_starts[li], line_starts[li + 1], grey, values, kmask, back, fwd, radius, n_grey, lmax,
-                      count_cap, clogc, out, 0)
+        _process_line(centres, line_starts[li], line_starts[li + 1], grey, values, back, fwd, radius, n_grey, lmax,
+                      clogc, out, 0)
 
 
 def clogc_table(max_count: int) -> np.ndarray:

@@ -51,15 +51,47 @@ def _validate_inputs(image_zyx: np.ndarray, grey_zyx: np.ndarray, mask_zyx: np.n
         )
 
 
-def _kernel_mask(mask_zyx: np.ndarray, grey_zyx: np.ndarray, n_grey: int, masked_kernel: bool) -> np.ndarray:
-    kmask = np.ascontiguousarray(mask_zyx, dtype=np.bool_) if masked_kernel else np.ones(mask_zyx.shape, np.bool_)
-    grey_in = grey_zyx[kmask]
-    if grey_in.size and (grey_in.min() < 1 or grey_in.max() > n_grey):
-        raise DataError(
-            f"grey levels inside the kernel mask must lie in 1..{n_grey} (got {grey_in.min()}..{grey_in.max()}); "
-            "use vent.radiomics.discretise, and with masked_kernel=False discretise the whole image."
-        )
-    return kmask
+def _masked_grey(grey_zyx: np.ndarray, kmask: np.ndarray, n_grey: int) -> np.ndarray:
+    """Grey levels as int32 with 0 outside the kernel mask; DataError if a level inside lies outside 1..n_grey."""
+    grey = np.where(kmask, grey_zyx, 0).astype(np.int32)
+    if kmask.any():
+        low, high = int(grey_zyx[kmask].min()), int(grey_zyx[kmask].max())
+        if low < 1 or high > n_grey:
+            raise DataError(
+                f"grey levels inside the kernel mask must lie in 1..{n_grey} (got {low}..{high}); "
+                "use vent.radiomics.discretise, and with masked_kernel=False discretise the whole image."
+            )
+    return np.ascontiguousarray(grey)
+
+
+def _crop_arrays(
+    image_zyx: np.ndarray,
+    grey_zyx: np.ndarray,
+    mask_zyx: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    n_grey: int,
+    masked_kernel: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 raw values and the masked int32 grey levels of the box [low, high) only.
+
+    Only the box is copied or checked, so the per-call cost scales with the centres' bounding box plus the kernel
+    radius, not with the image (the pipeline calls the engine once per block of centres and phase).
+
+    Returns:
+        (values, grey): values (z, y, x) float64 with 0 outside the kernel mask; grey (z, y, x) int32, 1..n_grey in
+        the kernel mask and 0 outside it (the engines read the mask from grey != 0).
+    """
+    crop = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+    if masked_kernel:
+        kmask = np.asarray(mask_zyx[crop], dtype=np.bool_)
+    else:
+        kmask = np.ones(tuple(int(hi - lo) for lo, hi in zip(low, high)), dtype=np.bool_)
+    grey = _masked_grey(grey_zyx[crop], kmask, n_grey)
+    values = np.where(kmask, image_zyx[crop], 0.0).astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise DataError("image_zyx holds NaN or infinite values inside the kernel mask; fill or mask them first.")
+    return np.ascontiguousarray(values), grey
 
 
 def _resolve_backend(settings: FilterSettings) -> str:
@@ -97,34 +129,45 @@ def _line_starts(sorted_centres: np.ndarray) -> np.ndarray:
 def _numba_all_features(
     values: np.ndarray,
     grey: np.ndarray,
-    kmask: np.ndarray,
     sorted_centres: np.ndarray,
     radius: int,
     n_grey: int,
     back: np.ndarray | None = None,
     fwd: np.ndarray | None = None,
 ) -> np.ndarray:
-    """All 56 features (float64) for sorted centres, one call of the parallel numba kernel."""
+    """All 56 features (float64) for sorted centres, one call of the parallel numba kernel.
+
+    ``grey`` is 0 outside the kernel mask; ``back``/``fwd`` from :func:`run_position_arrays` (computed if None).
+    """
     shape = values.shape
     kernel_edge = 2 * radius + 1
     box_voxels = min(kernel_edge, shape[0]) * min(kernel_edge, shape[1]) * min(kernel_edge, shape[2])
-    count_cap = 2 * min(box_voxels, int(kmask.sum())) + 2
+    count_cap = 2 * min(box_voxels, int(np.count_nonzero(grey))) + 2
     lmax = int(min(kernel_edge, max(shape)))
     out = np.full((len(sorted_centres), nb.N_ALL), np.nan, dtype=np.float64)
     if len(sorted_centres):
         if back is None or fwd is None:
-            back, fwd = run_position_arrays(grey, kmask, lmax)
-        nb.compute_lines(sorted_centres, _line_starts(sorted_centres), grey, values, kmask, back, fwd, radius, n_grey,
-                         lmax, count_cap, nb.clogc_table(count_cap), out)
+            back, fwd = run_position_arrays(grey, lmax)
+        nb.compute_lines(sorted_centres, _line_starts(sorted_centres), grey, values, back, fwd, radius, n_grey,
+                         lmax, nb.clogc_table(count_cap), out)
     return out
 
 
-def run_position_arrays(grey: np.ndarray, kmask: np.ndarray, lmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-direction run voxels before / after each voxel (13, Z, Y, X), uint8 when runs in a box fit, else uint16."""
+def run_position_arrays(grey: np.ndarray, lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run voxels before / after each voxel along each of the 13 directions, (Z, Y, X, 13) each.
+
+    Args:
+        grey: Grey levels (Z, Y, X) int32, 0 outside the kernel mask.
+        lmax: Longest run a kernel box can hold; uint8 is used when it fits (values saturate, which is exact
+            because every use takes the minimum with the distance to the box face).
+
+    Returns:
+        (back, fwd), see :func:`vent.radiomics._numba_engine.run_positions`.
+    """
     dtype = np.uint8 if lmax < 255 else np.uint16
-    back = np.empty((13,) + grey.shape, dtype=dtype)
-    fwd = np.empty((13,) + grey.shape, dtype=dtype)
-    nb.run_positions(grey, kmask, nb.DIRECTIONS_ZYX, back, fwd)
+    back = np.empty(grey.shape + (13,), dtype=dtype)
+    fwd = np.empty(grey.shape + (13,), dtype=dtype)
+    nb.run_positions(grey, nb.DIRECTIONS_ZYX, back, fwd)
     return back, fwd
 
 
@@ -168,37 +211,32 @@ def compute_voxel_features(
     mask_zyx = np.asarray(mask_zyx)
     _validate_inputs(image_zyx, grey_zyx, mask_zyx, n_grey)
     columns = feature_indices(feature_ids)
-    kmask = _kernel_mask(mask_zyx, grey_zyx, n_grey, settings.masked_kernel)
-    values = np.ascontiguousarray(image_zyx, dtype=np.float64)
-    if not np.all(np.isfinite(values[kmask])):
-        raise DataError("image_zyx holds NaN or infinite values inside the kernel mask; fill or mask them first.")
     sorted_centres, order = _sort_centres(centers_zyx, image_zyx.shape)
     backend = _resolve_backend(settings)
     result = np.empty((len(sorted_centres), len(columns)), dtype=settings.dtype)
     radius = settings.kernel_radius
     if len(sorted_centres) == 0:
         return result
-    # Crop every array to the centres' bounding box plus the kernel radius: no kernel reaches beyond it.
+    # Work on the centres' bounding box plus the kernel radius only: no kernel reaches beyond it.
     low = np.maximum(sorted_centres.min(axis=0) - radius, 0)
     high = np.minimum(sorted_centres.max(axis=0) + radius + 1, image_zyx.shape)
-    crop = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
-    kmask = np.ascontiguousarray(kmask[crop])
-    values = np.ascontiguousarray(values[crop])
-    grey = np.ascontiguousarray(np.where(kmask, grey_zyx[crop], 0), dtype=np.int32)
+    values, grey = _crop_arrays(image_zyx, grey_zyx, mask_zyx, low, high, n_grey, settings.masked_kernel)
     sorted_centres = sorted_centres - low
-    logger.debug("voxel features: %d centres, backend %s, kernel %d", len(sorted_centres), backend,
-                 settings.kernel_voxels)
+    logger.debug("voxel features: %d centres, backend %s, kernel %d, box %s", len(sorted_centres), backend,
+                 settings.kernel_voxels, grey.shape)
     if backend == "torch":
         from vent.radiomics import _torch_engine
+
+        kmask = grey != 0
 
         def compute_block(block: np.ndarray) -> np.ndarray:
             return _torch_engine.all_features(values, grey, kmask, block, radius, n_grey)
     else:
         lmax = int(min(2 * radius + 1, max(grey.shape)))
-        back, fwd = run_position_arrays(grey, kmask, lmax)
+        back, fwd = run_position_arrays(grey, lmax)
 
         def compute_block(block: np.ndarray) -> np.ndarray:
-            return _numba_all_features(values, grey, kmask, block, radius, n_grey, back, fwd)
+            return _numba_all_features(values, grey, block, radius, n_grey, back, fwd)
 
     import numba
 
@@ -246,14 +284,13 @@ def compute_roi_features(
     if not mask_zyx.any():
         raise DataError("The mask is empty: no ROI to compute features on.")
     columns = feature_indices(feature_ids)
-    values = np.ascontiguousarray(image_zyx, dtype=np.float64)
-    if not np.all(np.isfinite(values[mask_zyx])):
-        raise DataError("image_zyx holds NaN or infinite values inside the mask; fill or mask them first.")
-    kmask = _kernel_mask(mask_zyx, grey_zyx, n_grey, True)
-    grey = np.ascontiguousarray(np.where(kmask, grey_zyx, 0), dtype=np.int32)
-    radius = int(max(image_zyx.shape))
+    # one kernel covering the mask's bounding box
+    inside = np.argwhere(mask_zyx)
+    low, high = inside.min(axis=0), inside.max(axis=0) + 1
+    values, grey = _crop_arrays(image_zyx, grey_zyx, mask_zyx, low, high, n_grey, True)
+    radius = int(max(grey.shape))
     centre = np.zeros((1, 3), dtype=np.int64)
-    row = _numba_all_features(values, grey, kmask, centre, radius, n_grey)[0]
+    row = _numba_all_features(values, grey, centre, radius, n_grey)[0]
     return {FEATURE_IDS[k]: float(row[k]) for k in columns}
 
 

@@ -13,8 +13,14 @@ import numpy as np  # noqa: E402
 
 from vent.io.atomic import atomic_path  # noqa: E402
 
-__all__ = ["roc_figure", "saliency_figure", "importance_figure", "trends_figure", "selection_figure",
-           "case_slices_figure"]
+__all__ = [
+    "roc_figure",
+    "saliency_figure",
+    "importance_figure",
+    "trends_figure",
+    "selection_figure",
+    "case_slices_figure",
+]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -30,8 +36,13 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Pa
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, lw=2.4 if name == reference else 1.4, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.01),
-           title="ROC, held-out voxels pooled over patients")
+    ax.set(
+        xlabel="False positive rate",
+        ylabel="True positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC, held-out voxels pooled over patients",
+    )
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
@@ -97,20 +108,28 @@ def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path,
     return _save(fig, path)
 
 
-def case_slices_figure(ct_zyx: np.ndarray, truth_zyx: np.ndarray, probability_zyx: np.ndarray,
-                       lung_zyx: np.ndarray, path: Path, title: str) -> Path:
+def case_slices_figure(
+    ct_zyx: np.ndarray, truth_zyx: np.ndarray, probability_zyx: np.ndarray, lung_zyx: np.ndarray, path: Path, title: str
+) -> Path:
     """A coronal slice through the lungs: CT, ground-truth defects, predicted probability."""
     y = int(np.argmax(lung_zyx.sum(axis=(0, 2))))
     fig, axes = plt.subplots(1, 3, figsize=(10, 4))
     axes[0].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
     axes[0].set_title("CT (first phase)")
     axes[1].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
-    axes[1].imshow(np.ma.masked_where(lung_zyx[:, y, :] == 0, truth_zyx[:, y, :]), cmap="autumn_r", alpha=0.6,
-                   origin="lower", vmin=0, vmax=1)
+    axes[1].imshow(
+        np.ma.masked_where(lung_zyx[:, y, :] == 0, truth_zyx[:, y, :]),
+        cmap="autumn_r",
+        alpha=0.6,
+        origin="lower",
+        vmin=0,
+        vmax=1,
+    )
     axes[1].set_title("ground-truth defects")
     axes[2].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
-    shown = axes[2].imshow(np.ma.masked_invalid(probability_zyx[:, y, :]), cmap="viridis", vmin=0, vmax=1,
-                           alpha=0.8, origin="lower")
+    shown = axes[2].imshow(
+        np.ma.masked_invalid(probability_zyx[:, y, :]), cmap="viridis", vmin=0, vmax=1, alpha=0.8, origin="lower"
+    )
     axes[2].set_title("predicted defect probability")
     fig.colorbar(shown, ax=axes[2], fraction=0.046)
     for ax in axes:

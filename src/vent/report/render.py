@@ -71,12 +71,15 @@ class Document:
                 parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block[1]) + "</ul>")
             elif kind == "table":
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                               for row in block[2])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in block[2]
+                )
                 parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif kind == "image":
                 data = base64.b64encode(block[1].read_bytes()).decode()
-                parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
-                             f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'>"
+                    f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+                )
         parts.append("</body></html>")
         return "\n".join(parts)

@@ -25,8 +25,7 @@ def table2_rows(per_patient: Sequence[dict[str, Any]], reference: str, models: S
     """
     by_model: dict[str, dict[str, dict[str, float]]] = {}
     for row in per_patient:
-        by_model.setdefault(row["model"], {}).setdefault(row["case"], {}).update(
-            {m: float(row[m]) for m in METRICS})
+        by_model.setdefault(row["model"], {}).setdefault(row["case"], {}).update({m: float(row[m]) for m in METRICS})
     rows = []
     for model in models:
         cases = by_model.get(model, {})
@@ -44,15 +43,23 @@ def table2_rows(per_patient: Sequence[dict[str, Any]], reference: str, models: S
     return rows
 
 
-def table2_markdown(rows: Sequence[dict[str, Any]], reference: str, alpha: float = 0.01,
-                    labels: dict[str, str] | None = None) -> str:
+def table2_markdown(
+    rows: Sequence[dict[str, Any]], reference: str, alpha: float = 0.01, labels: dict[str, str] | None = None
+) -> str:
     """Markdown Table 2 in the study's format, e.g. ``0.78(0.74-0.79)*`` (``*``: p < alpha vs the reference)."""
     labels = labels or {}
-    lines = ["| Model | n | " + " | ".join(_HEADERS[m] for m in METRICS) + " |",
-             "|---|---|" + "---|" * len(METRICS)]
+    lines = ["| Model | n | " + " | ".join(_HEADERS[m] for m in METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for row in rows:
-        cells = [format_cell(row[f"{m}_mean"], row[f"{m}_min"], row[f"{m}_max"],
-                             None if row["model"] == reference else row[f"{m}_p"], alpha) for m in METRICS]
+        cells = [
+            format_cell(
+                row[f"{m}_mean"],
+                row[f"{m}_min"],
+                row[f"{m}_max"],
+                None if row["model"] == reference else row[f"{m}_p"],
+                alpha,
+            )
+            for m in METRICS
+        ]
         name = labels.get(row["model"], row["model"]) + (" (proposed)" if row["model"] == reference else "")
         lines.append(f"| {name} | {row['n_patients']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -51,7 +51,9 @@ def check_config(config, n_cases: int | None = None) -> None:
         raise ConfigError(f"train.reference_model {config.train.reference_model!r} is not in train.models")
     selected_feature_specs(config.radiomics.features)
     if n_cases is not None and config.cv.n_folds > n_cases:
-        raise ConfigError(f"cv.n_folds = {config.cv.n_folds} but the cohort has {n_cases} subjects; set cv.n_folds "
-                          f"to at most {n_cases}")
+        raise ConfigError(
+            f"cv.n_folds = {config.cv.n_folds} but the cohort has {n_cases} subjects; set cv.n_folds "
+            f"to at most {n_cases}"
+        )
     if n_cases is not None and n_cases < 3:
         raise ConfigError(f"the cohort has {n_cases} subject(s); cross-validation by patient needs at least 3")

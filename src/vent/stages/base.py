@@ -97,8 +97,10 @@ class PerCaseStage(Stage):
 
     def case_fingerprints(self, ctx: RunContext) -> dict[str, str]:
         definition = self.definition(ctx)
-        return {case: fingerprint_of(definition, {"case": case, "inputs": identity})
-                for case, identity in self.case_inputs(ctx).items()}
+        return {
+            case: fingerprint_of(definition, {"case": case, "inputs": identity})
+            for case, identity in self.case_inputs(ctx).items()
+        }
 
     def input_identity(self, ctx: RunContext) -> dict[str, Any]:
         return self.case_fingerprints(ctx)

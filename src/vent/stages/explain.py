@@ -74,8 +74,11 @@ class ExplainStage(Stage):
         fold_summaries = []
         out = ctx.stage_dir(self.name)
         device = "cuda" if torch.cuda.is_available() and ctx.config.train.device != "cpu" else "cpu"
-        with atomic_path(out / "saliency.h5") as tmp, h5py.File(tmp, "w") as store, \
-                ctx.progress.task("explain (folds)", total=len(folds)) as bar:
+        with (
+            atomic_path(out / "saliency.h5") as tmp,
+            h5py.File(tmp, "w") as store,
+            ctx.progress.task("explain (folds)", total=len(folds)) as bar,
+        ):
             for fold in folds:
                 model, payload = load_fold_model(ctx.stage_dir("train") / reference / f"fold_{fold.index}" / "model.pt")
                 standardiser = Standardiser.from_dict(payload["standardiser"])
@@ -97,9 +100,15 @@ class ExplainStage(Stage):
                     xs.append(np.asarray(standardiser.apply(raw), dtype=np.float32))
                     ys.append(labels[case][np.sort(index)])
                 x, y, raw_all = np.concatenate(xs), np.concatenate(ys), np.concatenate(raws)
-                result = explain_sample(model, x, method=config.method, n_steps=config.n_steps,
-                                        internal_batch_size=config.internal_batch_size, device=device,
-                                        keep_voxel_maps=True)
+                result = explain_sample(
+                    model,
+                    x,
+                    method=config.method,
+                    n_steps=config.n_steps,
+                    internal_batch_size=config.internal_batch_size,
+                    device=device,
+                    keep_voxel_maps=True,
+                )
                 normalised = normalise_maps(result.voxel_maps)
                 group = store.create_group(f"fold_{fold.index}")
                 group.create_dataset("mean_map", data=result.mean_map)
@@ -108,12 +117,22 @@ class ExplainStage(Stage):
                         group.create_dataset(f"mean_map_{name}", data=normalised[y == label].mean(axis=0))
                 group.attrs["feature_ids"] = np.array(ids, dtype=h5py.string_dtype())
                 group.attrs["n_voxels"] = len(y)
-                fold_summary: dict[str, Any] = {"fold": fold.index, "n_voxels": int(len(y)), "delta": result.delta,
-                                                "importance": dict(zip(ids, map(float, result.importance)))}
+                fold_summary: dict[str, Any] = {
+                    "fold": fold.index,
+                    "n_voxels": int(len(y)),
+                    "delta": result.delta,
+                    "importance": dict(zip(ids, map(float, result.importance))),
+                }
                 if len(ids) > 1 and len(np.unique(y)) == 2:
                     fold_summary["deletion"] = deletion_check(
-                        probability_forward(model), torch.as_tensor(x), y, result.importance,
-                        k=max(1, min(3, len(ids) - 1)), n_random=10, seed=config.seed)
+                        probability_forward(model),
+                        torch.as_tensor(x),
+                        y,
+                        result.importance,
+                        k=max(1, min(3, len(ids) - 1)),
+                        n_random=10,
+                        seed=config.seed,
+                    )
                 fold_summaries.append(fold_summary)
                 if kind == "radiomics":
                     for j, feature_id in enumerate(ids):
@@ -148,13 +167,27 @@ class ExplainStage(Stage):
         for (feature_id, label), chunks in sorted(trend_values.items()):
             values = np.concatenate(chunks)
             for t in range(n_phases):
-                writer.writerow([feature_id, t, "defect" if label else "healthy", f"{values[:, t].mean():.6g}",
-                                 f"{values[:, t].std():.6g}", len(values)])
+                writer.writerow(
+                    [
+                        feature_id,
+                        t,
+                        "defect" if label else "healthy",
+                        f"{values[:, t].mean():.6g}",
+                        f"{values[:, t].std():.6g}",
+                        len(values),
+                    ]
+                )
         write_text(out / "trends.csv", buffer.getvalue())
-        write_json(out / "summary.json", {"method": config.method, "n_steps": config.n_steps,
-                                          "reference_model": reference, "folds": fold_summaries})
+        write_json(
+            out / "summary.json",
+            {"method": config.method, "n_steps": config.n_steps, "reference_model": reference, "folds": fold_summaries},
+        )
         if order:
             top = ", ".join(all_ids[i] for i in order[:3])
             ctx.echo(f"[explain] most important sequences: {top}")
-        return {"saliency.h5": "saliency maps", "importance.csv": "importance per sequence",
-                "trends.csv": "key sequences in defect vs healthy", "summary.json": "IG checks"}
+        return {
+            "saliency.h5": "saliency maps",
+            "importance.csv": "importance per sequence",
+            "trends.csv": "key sequences in defect vs healthy",
+            "summary.json": "IG checks",
+        }

@@ -47,10 +47,13 @@ def ensure_data(config: RunConfig, echo=lambda message: None, progress: Any = No
     complete = all((root / f"Subject_{i:02d}" / ".complete").is_file() for i in range(1, synthetic.cases + 1))
     if complete:
         return
-    echo(f"[data] generating a synthetic {synthetic.modality.upper()}-like cohort ({synthetic.cases} cases, "
-         f"size {synthetic.size}) in {root}")
-    write_synthetic_cohort(root, n_cases=synthetic.cases, modality=synthetic.modality, size=synthetic.size,
-                           seed=synthetic.seed)
+    echo(
+        f"[data] generating a synthetic {synthetic.modality.upper()}-like cohort ({synthetic.cases} cases, "
+        f"size {synthetic.size}) in {root}"
+    )
+    write_synthetic_cohort(
+        root, n_cases=synthetic.cases, modality=synthetic.modality, size=synthetic.size, seed=synthetic.seed
+    )
 
 
 def cohort_subjects(config: RunConfig) -> dict[str, SubjectFiles]:
@@ -78,14 +81,20 @@ def _read_refvi(files: SubjectFiles) -> sitk.Image:
     if not bad.any():
         return image
     if files.vent_mask is None:
-        raise DataError(f"reference ventilation image {files.vent_image} holds {int(bad.sum())} NaN/inf values and "
-                        f"there is no GT/VentMask to show they are outside the lung; fix the file")
+        raise DataError(
+            f"reference ventilation image {files.vent_image} holds {int(bad.sum())} NaN/inf values and "
+            f"there is no GT/VentMask to show they are outside the lung; fix the file"
+        )
     inside = sitk.GetArrayFromImage(read_image(files.vent_mask, "RefVI lung mask")) > 0
     if inside.shape != values.shape:
-        raise DataError(f"{files.vent_mask} has shape {inside.shape[::-1]} but {files.vent_image} has {values.shape[::-1]}")
+        raise DataError(
+            f"{files.vent_mask} has shape {inside.shape[::-1]} but {files.vent_image} has {values.shape[::-1]}"
+        )
     if (bad & inside).any():
-        raise DataError(f"reference ventilation image {files.vent_image} holds {int((bad & inside).sum())} NaN/inf "
-                        f"values inside the lung mask {files.vent_mask}; fix the file or exclude {files.case_id}")
+        raise DataError(
+            f"reference ventilation image {files.vent_image} holds {int((bad & inside).sum())} NaN/inf "
+            f"values inside the lung mask {files.vent_mask}; fix the file or exclude {files.case_id}"
+        )
     log.info("%s: %d NaN/inf RefVI values outside the lung set to 0", files.case_id, int(bad.sum()))
     clean = sitk.GetImageFromArray(np.where(bad, 0.0, values).astype(np.float32))
     clean.CopyInformation(image)
@@ -150,10 +159,17 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
 
     ground_truth = settings.ground_truth
     cropped_lung = lung[window]
-    gt = derive_defects(refvi[window], cropped_lung, fraction=ground_truth.fraction, method=ground_truth.method,
-                        n_sd=ground_truth.outlier_sd, tolerance=ground_truth.tolerance,
-                        max_iterations=ground_truth.max_iterations, median_filter=ground_truth.median_filter,
-                        case_id=files.case_id)
+    gt = derive_defects(
+        refvi[window],
+        cropped_lung,
+        fraction=ground_truth.fraction,
+        method=ground_truth.method,
+        n_sd=ground_truth.outlier_sd,
+        tolerance=ground_truth.tolerance,
+        max_iterations=ground_truth.max_iterations,
+        median_filter=ground_truth.median_filter,
+        case_id=files.case_id,
+    )
     ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
     masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
     attrs = {
@@ -196,8 +212,10 @@ class PreprocessStage(PerCaseStage):
     def case_inputs(self, ctx: RunContext) -> dict[str, Any]:
         subjects = cohort_subjects(ctx.config)
         hashes = ctx.hashes()
-        return {case: {str(p.relative_to(ctx.config.data.root)): hashes.sha256(p) for p in files.all_files()}
-                for case, files in subjects.items()}
+        return {
+            case: {str(p.relative_to(ctx.config.data.root)): hashes.sha256(p) for p in files.all_files()}
+            for case, files in subjects.items()
+        }
 
     def check(self, ctx: RunContext) -> list[str]:
         """Header-level checks of every subject (used by ``vent validate``); returns warnings."""
@@ -226,17 +244,19 @@ class PreprocessStage(PerCaseStage):
         rows = []
         for case in stats:
             attrs = read_attrs(self.case_path(ctx, case))
-            rows.append({
-                "case": case,
-                "n_phases": len(attrs["phase_order"]),
-                "n_lung_voxels": attrs["n_lung_voxels"],
-                "lung_volume_ml": ";".join(f"{v:.0f}" for v in attrs["lung_volume_ml"]),
-                "inhale_phase": attrs["inhale_phase"],
-                "exhale_phase": attrs["exhale_phase"],
-                "defect_fraction": round(float(attrs["defect_fraction"]), 4),
-                "gt_threshold": float(attrs["gt_threshold"]),
-                "gt_outliers": attrs["gt_outliers"],
-            })
+            rows.append(
+                {
+                    "case": case,
+                    "n_phases": len(attrs["phase_order"]),
+                    "n_lung_voxels": attrs["n_lung_voxels"],
+                    "lung_volume_ml": ";".join(f"{v:.0f}" for v in attrs["lung_volume_ml"]),
+                    "inhale_phase": attrs["inhale_phase"],
+                    "exhale_phase": attrs["exhale_phase"],
+                    "defect_fraction": round(float(attrs["defect_fraction"]), 4),
+                    "gt_threshold": float(attrs["gt_threshold"]),
+                    "gt_outliers": attrs["gt_outliers"],
+                }
+            )
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -44,8 +44,12 @@ def selected_feature_specs(feature_ids: list[str] | str) -> list[Any]:
     known = {spec.id: spec for spec in FEATURES}
     unknown = [f for f in feature_ids if f not in known]
     if unknown:
-        hints = [f"{u!r} (did you mean {difflib.get_close_matches(u, list(known), n=1)[0]!r}?)"
-                 if difflib.get_close_matches(u, list(known), n=1) else repr(u) for u in unknown]
+        hints = [
+            f"{u!r} (did you mean {difflib.get_close_matches(u, list(known), n=1)[0]!r}?)"
+            if difflib.get_close_matches(u, list(known), n=1)
+            else repr(u)
+            for u in unknown
+        ]
         raise ConfigError(f"radiomics.features: unknown feature id(s) {', '.join(hints)}; see `vent features --list`")
     return [spec for spec in FEATURES if spec.id in set(feature_ids)]
 
@@ -90,7 +94,9 @@ class RadiomicsStage(PerCaseStage):
         coords = np.argwhere(lung).astype(np.int32)
         n_voxels, n_phases = len(coords), pre.n_phases
 
-        kernel_masks = [(pre.phase_masks_tzyx[t] > 0) if config.kernel_mask == "phase" else lung for t in range(n_phases)]
+        kernel_masks = [
+            (pre.phase_masks_tzyx[t] > 0) if config.kernel_mask == "phase" else lung for t in range(n_phases)
+        ]
         value_range = None
         if config.discretisation_scope == "case":
             lows = [float(pre.ct_tzyx[t][kernel_masks[t]].min()) for t in range(n_phases)]
@@ -98,8 +104,13 @@ class RadiomicsStage(PerCaseStage):
             value_range = (min(lows), max(highs))
         greys, n_greys = [], []
         for t in range(n_phases):
-            grey, n_grey = discretise(pre.ct_tzyx[t], kernel_masks[t], bin_count=config.bin_count,
-                                      bin_width=config.bin_width, value_range=value_range)
+            grey, n_grey = discretise(
+                pre.ct_tzyx[t],
+                kernel_masks[t],
+                bin_count=config.bin_count,
+                bin_width=config.bin_width,
+                value_range=value_range,
+            )
             greys.append(grey)
             n_greys.append(int(n_grey))
 
@@ -107,8 +118,13 @@ class RadiomicsStage(PerCaseStage):
         attrs = {
             "case_id": case,
             "fingerprint": fingerprint,
-            "settings": json.dumps({**json.loads(config.model_dump_json()), "kernel_voxels": settings.kernel_voxels,
-                                    "n_grey_per_phase": n_greys}),
+            "settings": json.dumps(
+                {
+                    **json.loads(config.model_dump_json()),
+                    "kernel_voxels": settings.kernel_voxels,
+                    "n_grey_per_phase": n_greys,
+                }
+            ),
             "phase_order": pre.attrs.get("phase_order"),
             **pre.grid.to_attrs(),
         }
@@ -116,13 +132,20 @@ class RadiomicsStage(PerCaseStage):
             features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
             with ctx.progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
                 for start in range(0, n_voxels, _BLOCK):
-                    block = coords[start:start + _BLOCK]
+                    block = coords[start : start + _BLOCK]
                     out = np.empty((len(block), n_phases, len(feature_ids)), dtype=np.float32)
                     for t in range(n_phases):
                         out[:, t, :] = compute_voxel_features(
-                            pre.ct_tzyx[t], greys[t], kernel_masks[t], block, n_greys[t], settings,
-                            feature_ids=feature_ids, progress=bar.advance)
-                    features[start:start + len(block)] = out
+                            pre.ct_tzyx[t],
+                            greys[t],
+                            kernel_masks[t],
+                            block,
+                            n_greys[t],
+                            settings,
+                            feature_ids=feature_ids,
+                            progress=bar.advance,
+                        )
+                    features[start : start + len(block)] = out
             write_radiomics_voxel_data(
                 handle,
                 intensity_nt=pre.ct_tzyx[:, z, y, x].T,
@@ -133,7 +156,7 @@ class RadiomicsStage(PerCaseStage):
         n_nan = 0
         with h5py.File(out_path, "r") as handle:
             for start in range(0, n_voxels, _BLOCK):
-                n_nan += int(np.isnan(handle["features"][start:start + _BLOCK]).sum())
+                n_nan += int(np.isnan(handle["features"][start : start + _BLOCK]).sum())
         if n_nan:
             log.warning("%s: %d feature values are NaN (kernels with no valid GLCM/GLRLM direction)", case, n_nan)
         return {"n_voxels": n_voxels, "n_phases": n_phases, "n_nan": n_nan}

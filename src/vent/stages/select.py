@@ -57,25 +57,39 @@ class SelectStage(Stage):
         cases = sorted(upstream_cases(ctx, "radiomics"))
         cv, settings = ctx.config.cv, ctx.config.select
         if cv.n_folds > len(cases):
-            raise ConfigError(f"cv.n_folds = {cv.n_folds} but the cohort has only {len(cases)} patients; "
-                              f"lower cv.n_folds to at most {len(cases)}")
+            raise ConfigError(
+                f"cv.n_folds = {cv.n_folds} but the cohort has only {len(cases)} patients; "
+                f"lower cv.n_folds to at most {len(cases)}"
+            )
         folds = make_patient_folds(cases, n_folds=cv.n_folds, val_fraction=cv.val_fraction, seed=cv.seed)
         validate_folds(folds, cases)
         out = ctx.stage_dir(self.name)
-        save_folds(out / "splits.json", folds, {"seed": cv.seed, "n_folds": cv.n_folds, "val_fraction": cv.val_fraction,
-                                                "cases": cases})
+        save_folds(
+            out / "splits.json",
+            folds,
+            {"seed": cv.seed, "n_folds": cv.n_folds, "val_fraction": cv.val_fraction, "cases": cases},
+        )
         files = {case: ctx.stage_dir("radiomics") / f"{case}.h5" for case in cases}
-        options = dict(linkage=settings.linkage, cutoffs=settings.cutoffs,
-                       max_voxels_per_case=settings.max_voxels_per_case, target=settings.target, seed=cv.seed)
+        options = dict(
+            linkage=settings.linkage,
+            cutoffs=settings.cutoffs,
+            max_voxels_per_case=settings.max_voxels_per_case,
+            target=settings.target,
+            seed=cv.seed,
+        )
         outputs: dict[str, Any] = {"splits.json": "cross-validation folds by patient"}
         summary: dict[str, Any] = {"mode": settings.mode, "paper": None, "nested": {}}
         with ctx.progress.task("select (paper + nested folds)", total=len(folds) + 1) as bar:
             paper = select_features([files[c] for c in cases], **options)
             write_json(out / "paper.json", paper.to_dict())
             outputs["paper.json"] = "selection on all patients (as published; leaks test labels)"
-            summary["paper"] = {"selected": paper.selected, "cophenetic_cc": paper.cophenetic_cc,
-                                "silhouette": paper.silhouette, "cutoff": paper.cutoff,
-                                "n_clusters": paper.clustering.n_clusters}
+            summary["paper"] = {
+                "selected": paper.selected,
+                "cophenetic_cc": paper.cophenetic_cc,
+                "silhouette": paper.silhouette,
+                "cutoff": paper.cutoff,
+                "n_clusters": paper.clustering.n_clusters,
+            }
             bar.advance(1)
             for fold in folds:
                 training = sorted(fold.train + fold.val)
@@ -83,12 +97,18 @@ class SelectStage(Stage):
                 write_json(out / f"nested_fold{fold.index}.json", nested.to_dict())
                 outputs[f"nested_fold{fold.index}.json"] = f"selection from fold {fold.index}'s training patients"
                 summary["nested"][str(fold.index)] = {
-                    "selected": nested.selected, "cophenetic_cc": nested.cophenetic_cc,
-                    "silhouette": nested.silhouette, "cutoff": nested.cutoff,
-                    "n_clusters": nested.clustering.n_clusters, "training_cases": training}
+                    "selected": nested.selected,
+                    "cophenetic_cc": nested.cophenetic_cc,
+                    "silhouette": nested.silhouette,
+                    "cutoff": nested.cutoff,
+                    "n_clusters": nested.clustering.n_clusters,
+                    "training_cases": training,
+                }
                 bar.advance(1)
         write_json(out / "summary.json", summary)
         outputs["summary.json"] = "selected features per mode and fold"
-        ctx.echo(f"[select] paper mode: {len(paper.selected)} of {len(paper.feature_ids)} features "
-                 f"(CC {paper.cophenetic_cc:.2f}, silhouette {paper.silhouette:.2f}, cut-off {paper.cutoff:.3f})")
+        ctx.echo(
+            f"[select] paper mode: {len(paper.selected)} of {len(paper.feature_ids)} features "
+            f"(CC {paper.cophenetic_cc:.2f}, silhouette {paper.silhouette:.2f}, cut-off {paper.cutoff:.3f})"
+        )
         return outputs

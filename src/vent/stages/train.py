@@ -74,8 +74,9 @@ def load_fold_model(path: Path) -> tuple[Any, dict[str, Any]]:
     return model, payload
 
 
-def _write_prediction(path: Path, nifti_dir: Path, case: str, probability: np.ndarray, threshold: float,
-                      radiomics_file: Path) -> None:
+def _write_prediction(
+    path: Path, nifti_dir: Path, case: str, probability: np.ndarray, threshold: float, radiomics_file: Path
+) -> None:
     from vent.io.images import Grid, image_from_array
 
     with h5py.File(radiomics_file, "r") as source:
@@ -96,8 +97,10 @@ def _write_prediction(path: Path, nifti_dir: Path, case: str, probability: np.nd
 
     volume = np.full(grid.shape_zyx, np.nan, dtype=np.float32)
     volume[tuple(coords.T)] = probability
-    for suffix, array in (("probability", volume),
-                          ("defect", np.where(np.isnan(volume), 0, volume >= threshold).astype(np.uint8))):
+    for suffix, array in (
+        ("probability", volume),
+        ("defect", np.where(np.isnan(volume), 0, volume >= threshold).astype(np.uint8)),
+    ):
         target = nifti_dir / f"{case}_{suffix}.nii.gz"
         with atomic_path(target) as tmp:
             sitk.WriteImage(image_from_array(array, grid), str(tmp))
@@ -146,15 +149,25 @@ class TrainStage(Stage):
 
     def _fold_stamp(self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold_index: int) -> str:
         """Identity of one (model, selection mode, fold) training: adding a model does not retrain the others."""
-        train = {k: v for k, v in plan.definition["config"]["train"].items()
-                 if k not in ("models", "reference_model", "compare_selection_modes", "threshold")}
-        payload = {"version": self.version, "train": train, "cv": plan.definition["config"].get("cv"),
-                   "upstream": plan.definition["upstream"], "inputs": plan.inputs, "run": run.__dict__,
-                   "fold": fold_index}
+        train = {
+            k: v
+            for k, v in plan.definition["config"]["train"].items()
+            if k not in ("models", "reference_model", "compare_selection_modes", "threshold")
+        }
+        payload = {
+            "version": self.version,
+            "train": train,
+            "cv": plan.definition["config"].get("cv"),
+            "upstream": plan.definition["upstream"],
+            "inputs": plan.inputs,
+            "run": run.__dict__,
+            "fold": fold_index,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _train_fold(self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold: Any,
-                    files: dict[str, Path]) -> list[dict[str, Any]]:
+    def _train_fold(
+        self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold: Any, files: dict[str, Path]
+    ) -> list[dict[str, Any]]:
         import torch
 
         from vent.models import build_model, model_input_kind
@@ -184,42 +197,83 @@ class TrainStage(Stage):
         fold_seed = config.seed + fold.index
         # the same seed as the training batches, so the statistics use the voxels the model sees
         standardiser = fit_standardiser(train_files, positions, kind, config.max_voxels_per_case, seed=fold_seed)
-        common = dict(feature_index=positions, input_kind=kind, standardiser=standardiser,
-                      batch_size=config.batch_size)
-        train_batches = VoxelBatches(train_files, shuffle=True, seed=fold_seed,
-                                     max_voxels_per_case=config.max_voxels_per_case, **common)
-        val_batches = VoxelBatches(val_files, shuffle=False, seed=config.seed,
-                                   max_voxels_per_case=config.max_voxels_per_case, **common)
-        settings = TrainSettings(lr=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs,
-                                 patience=config.patience, clip_grad_norm=config.clip_grad_norm, seed=fold_seed,
-                                 pos_weight=config.pos_weight, device=config.device, weight_decay=config.weight_decay)
+        common = dict(feature_index=positions, input_kind=kind, standardiser=standardiser, batch_size=config.batch_size)
+        train_batches = VoxelBatches(
+            train_files, shuffle=True, seed=fold_seed, max_voxels_per_case=config.max_voxels_per_case, **common
+        )
+        val_batches = VoxelBatches(
+            val_files, shuffle=False, seed=config.seed, max_voxels_per_case=config.max_voxels_per_case, **common
+        )
+        settings = TrainSettings(
+            lr=config.lr,
+            batch_size=config.batch_size,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            clip_grad_norm=config.clip_grad_norm,
+            seed=fold_seed,
+            pos_weight=config.pos_weight,
+            device=config.device,
+            weight_decay=config.weight_decay,
+        )
         torch.manual_seed(fold_seed)
         model = build_model(run.model, train_batches.n_inputs, train_batches.n_steps, **model_params(config, run.model))
         with ctx.progress.task(f"{run.row} fold {fold.index} (epochs)", total=config.max_epochs) as epochs:
-            result = fit(model, train_batches, val_batches, settings, checkpoint_path=fold_dir / "checkpoint.pt",
-                         progress=lambda info: epochs.advance(1))
+            result = fit(
+                model,
+                train_batches,
+                val_batches,
+                settings,
+                checkpoint_path=fold_dir / "checkpoint.pt",
+                progress=lambda info: epochs.advance(1),
+            )
         model.cpu()
         with atomic_path(fold_dir / "model.pt") as tmp:
-            torch.save({"spec": model.spec, "state_dict": model.state_dict(), "feature_ids": selected,
-                        "feature_positions": positions, "input_kind": kind, "selection": run.selection,
-                        "standardiser": standardiser.to_dict(), "fold": fold.index}, tmp)
+            torch.save(
+                {
+                    "spec": model.spec,
+                    "state_dict": model.state_dict(),
+                    "feature_ids": selected,
+                    "feature_positions": positions,
+                    "input_kind": kind,
+                    "selection": run.selection,
+                    "standardiser": standardiser.to_dict(),
+                    "fold": fold.index,
+                },
+                tmp,
+            )
 
         pred_dir = ctx.stage_dir(self.name) / "predictions" / run.row
         for case in fold.test:
             batches = VoxelBatches([files[case]], shuffle=False, **common)
             probability = predict_proba(model, batches, device=config.device)
             _write_prediction(pred_dir / f"{case}.h5", pred_dir, case, probability, config.threshold, files[case])
-        write_json(result_path, {
-            "stamp": stamp, "row": run.row, "model": run.model, "selection": run.selection, "fold": fold.index,
-            "train": fold.train, "val": fold.val, "test": fold.test, "features": selected,
-            "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early, "pos_weight": result.pos_weight, "device": result.device,
-            "history": result.history,
-        })
+        write_json(
+            result_path,
+            {
+                "stamp": stamp,
+                "row": run.row,
+                "model": run.model,
+                "selection": run.selection,
+                "fold": fold.index,
+                "train": fold.train,
+                "val": fold.val,
+                "test": fold.test,
+                "features": selected,
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "epochs_run": result.epochs_run,
+                "stopped_early": result.stopped_early,
+                "pos_weight": result.pos_weight,
+                "device": result.device,
+                "history": result.history,
+            },
+        )
         (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
         rows = self._rescore(json.loads(result_path.read_text()), pred_dir.parent, config)
-        ctx.echo(f"[train] {run.row} fold {fold.index}: {result.epochs_run} epochs (best {result.best_epoch}), "
-                 f"held-out Dice {np.nanmean([r['dice'] for r in rows]):.3f}")
+        ctx.echo(
+            f"[train] {run.row} fold {fold.index}: {result.epochs_run} epochs (best {result.best_epoch}), "
+            f"held-out Dice {np.nanmean([r['dice'] for r in rows]):.3f}"
+        )
         return rows
 
     def _rescore(self, result: dict[str, Any], predictions_dir: Path, config: Any) -> list[dict[str, Any]]:
@@ -235,8 +289,14 @@ class TrainStage(Stage):
             with h5py.File(path, "r") as handle:
                 labels, probability = handle["labels"][...], handle["probability"][...]
             metrics = patient_metrics(labels, probability, threshold=config.threshold)
-            rows.append({"model": result["row"], "case": case, "fold": result["fold"],
-                         **{k: float(metrics[k]) for k in METRIC_COLUMNS}})
+            rows.append(
+                {
+                    "model": result["row"],
+                    "case": case,
+                    "fold": result["fold"],
+                    **{k: float(metrics[k]) for k in METRIC_COLUMNS},
+                }
+            )
         return rows
 
 
@@ -258,8 +318,10 @@ def training_runs(config: Any) -> list[TrainingRun]:
     from vent.models import model_input_kind
 
     mode = config.select.mode
-    runs = [TrainingRun(row=name, model=name, selection=mode if model_input_kind(name) == "radiomics" else "none")
-            for name in config.train.models]
+    runs = [
+        TrainingRun(row=name, model=name, selection=mode if model_input_kind(name) == "radiomics" else "none")
+        for name in config.train.models
+    ]
     reference = config.train.reference_model
     if config.train.compare_selection_modes and model_input_kind(reference) == "radiomics":
         other = "paper" if mode == "nested" else "nested"
