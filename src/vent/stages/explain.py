@@ -43,6 +43,29 @@ def _read_rows(path: Any, dataset: str, index: np.ndarray) -> np.ndarray:
         return handle[dataset][np.sort(index)]
 
 
+def _randomisation_check(model: Any, x: np.ndarray, trained_map: np.ndarray, config: Any, device: str) -> dict:
+    """Model randomisation (Adebayo et al. 2018): the same voxels explained by a freshly initialised model.
+
+    A saliency method that reflects what the model learned must give a clearly different map; we report the
+    Spearman rank correlation between the trained and the random model's averaged (T, N) maps (near 1 = the map
+    only reflects the input, not the model).
+    """
+    import torch
+    from scipy import stats
+
+    from vent.explain import explain_sample
+    from vent.models import build_model
+
+    spec = model.spec
+    torch.manual_seed(config.seed + 12345)
+    random_model = build_model(spec["name"], spec["n_inputs"], spec["n_steps"], **spec["params"])
+    subset = x[: min(len(x), 64)]
+    random_result = explain_sample(random_model, subset, method=config.method, n_steps=config.n_steps,
+                                   internal_batch_size=config.internal_batch_size, device=device)
+    rho = stats.spearmanr(trained_map.ravel(), random_result.mean_map.ravel()).statistic
+    return {"spearman_trained_vs_random_map": float(rho), "n_voxels": int(len(subset))}
+
+
 class ExplainStage(Stage):
     name = "explain"
     needs = ("train",)
@@ -133,6 +156,8 @@ class ExplainStage(Stage):
                         n_random=10,
                         seed=config.seed,
                     )
+                if fold.index == folds[0].index and len(ids) > 2:
+                    fold_summary["randomisation"] = _randomisation_check(model, x, result.mean_map, config, device)
                 fold_summaries.append(fold_summary)
                 if kind == "radiomics":
                     for j, feature_id in enumerate(ids):

@@ -301,6 +301,14 @@ class ReportStage(Stage):
                     "recorded order): mean +/- SD in defect vs healthy held-out voxels.",
                 )
                 outputs["trends.png"] = "trends"
+        randomised = [f["randomisation"] for f in summary["folds"] if "randomisation" in f]
+        if randomised:
+            rho = randomised[0]["spearman_trained_vs_random_map"]
+            doc.paragraph(
+                f"Model randomisation check: the averaged map of a freshly initialised model has Spearman "
+                f"{rho:.2f} with the trained model's map (fold 0, {randomised[0]['n_voxels']} voxels); a value near 1 "
+                f"would mean the map reflects the input rather than what the model learned."
+            )
         deletion = [f["deletion"] for f in summary["folds"] if "deletion" in f]
         if deletion:
             doc.paragraph(
