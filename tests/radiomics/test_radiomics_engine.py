@@ -53,7 +53,8 @@ def test_centre_order_does_not_matter(synthetic_case):
     settings = FilterSettings(kernel_voxels=5, dtype="float64", backend="numba")
     base = compute_voxel_features(image, grey, mask, centres, n_grey, settings)
     perm = np.random.default_rng(1).permutation(len(centres))
-    np.testing.assert_array_equal(compute_voxel_features(image, grey, mask, centres[perm], n_grey, settings), base[perm])
+    permuted = compute_voxel_features(image, grey, mask, centres[perm], n_grey, settings)
+    np.testing.assert_array_equal(permuted, base[perm])
 
 
 def test_torch_backend_matches_numba_on_cpu(synthetic_case):

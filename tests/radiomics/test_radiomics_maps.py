@@ -8,12 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import typer
 from typer.testing import CliRunner
 
+from vent.cli import app
 from vent.errors import DataError
 from vent.radiomics import FEATURE_IDS, FEATURES, FilterSettings, compute_voxel_features, discretise
-from vent.radiomics.cli import features_command
 from vent.radiomics.maps import write_feature_maps
 
 
@@ -34,11 +33,20 @@ def image_and_mask(tmp_path):
 def test_write_feature_maps_h5_and_nifti(image_and_mask, tmp_path):
     image, mask, image_path, mask_path = image_and_mask
     ids = ["intensity_mean", "glcm_joint_entropy", "glrlm_run_entropy"]
-    out = write_feature_maps(image_path, mask_path, tmp_path / "maps.h5", kernel_mm=6.0, bin_count=8,
-                             feature_ids=ids, nifti_dir=tmp_path / "nii", backend="numba")
+    out = write_feature_maps(
+        image_path,
+        mask_path,
+        tmp_path / "maps.h5",
+        kernel_mm=6.0,
+        bin_count=8,
+        feature_ids=ids,
+        nifti_dir=tmp_path / "nii",
+        backend="numba",
+    )
     grey, n_grey = discretise(image, mask, bin_count=8)
-    expected = compute_voxel_features(image, grey, mask, np.argwhere(mask), n_grey,
-                                      FilterSettings(kernel_voxels=3, backend="numba"), ids)
+    expected = compute_voxel_features(
+        image, grey, mask, np.argwhere(mask), n_grey, FilterSettings(kernel_voxels=3, backend="numba"), ids
+    )
     with h5py.File(out) as handle:
         assert set(handle["maps"]) == set(ids)
         for col, fid in enumerate(ids):
@@ -63,13 +71,29 @@ def test_roi_csv(image_and_mask, tmp_path):
 
 def test_cli_success_and_failure(image_and_mask, tmp_path):
     _, _, image_path, mask_path = image_and_mask
-    app = typer.Typer()
-    app.command()(features_command)
     runner = CliRunner()
-    ok = runner.invoke(app, [str(image_path), str(mask_path), "-o", str(tmp_path / "f.h5"), "--kernel-mm", "6",
-                             "--features", "intensity_mean,glcm_contrast", "--backend", "numba"])
+    ok = runner.invoke(
+        app,
+        [
+            "features",
+            str(image_path),
+            str(mask_path),
+            "-o",
+            str(tmp_path / "f.h5"),
+            "--kernel-mm",
+            "6",
+            "--features",
+            "intensity_mean,glcm_contrast",
+            "--backend",
+            "numba",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    missing = runner.invoke(app, [str(tmp_path / "nope.nii.gz"), str(mask_path), "-o", str(tmp_path / "g.h5")])
+    missing = runner.invoke(
+        app, ["features", str(tmp_path / "nope.nii.gz"), str(mask_path), "-o", str(tmp_path / "g.h5")]
+    )
     assert missing.exit_code == DataError.exit_code and "does not exist" in missing.output
-    bad = runner.invoke(app, [str(image_path), str(mask_path), "-o", str(tmp_path / "g.h5"), "--features", "glcm_x"])
+    bad = runner.invoke(
+        app, ["features", str(image_path), str(mask_path), "-o", str(tmp_path / "g.h5"), "--features", "glcm_x"]
+    )
     assert bad.exit_code == 2 and "Unknown feature id" in bad.output

@@ -15,11 +15,16 @@ from vent.radiomics.pyradiomics_reference import (  # noqa: E402
 )
 
 
-def _compare(lung_crop, n_centres: int, dtype: str, rtol: float, backend: str = "numba") -> None:
+def _compare(lung_crop, n_centres: int, dtype: str, rtol: float, backend: str = "numba",
+             consecutive: bool = False) -> None:
     image, mask = lung_crop
     rng = np.random.default_rng(7)
     candidates = np.argwhere(mask)
-    centres = candidates[rng.choice(len(candidates), n_centres, replace=False)]
+    if consecutive:  # whole runs of neighbouring lung voxels in the middle slice: the kernel slides
+        middle = candidates[candidates[:, 0] == image.shape[0] // 2]
+        centres = middle[len(middle) // 2:len(middle) // 2 + n_centres]
+    else:
+        centres = candidates[rng.choice(len(candidates), n_centres, replace=False)]
     grey, n_grey = discretise(image, mask, bin_count=64)
     settings = FilterSettings(kernel_voxels=13, bin_count=64, dtype=dtype, backend=backend)
     ours = compute_voxel_features(image, grey, mask, centres, n_grey, settings)
@@ -43,6 +48,11 @@ def test_voxel_features_match_pyradiomics_float64(lung_crop):
 
 def test_voxel_features_match_pyradiomics_float32(lung_crop):
     _compare(lung_crop, n_centres=30, dtype="float32", rtol=1e-4)
+
+
+def test_sliding_kernels_match_pyradiomics_float64(lung_crop):
+    """Consecutive centres (incremental GLCM / GLRLM / sorted values along each line) against pyradiomics."""
+    _compare(lung_crop, n_centres=40, dtype="float64", rtol=1e-6, consecutive=True)
 
 
 @pytest.mark.slow

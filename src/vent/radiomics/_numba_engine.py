@@ -1,21 +1,25 @@
 """CPU engine: sliding-window voxel-wise features compiled with numba.
 
 Centres are sorted in (z, y, x) order and grouped into lines of equal (z, y). Along a line the kernel box slides one
-voxel at a time in x: one slab of kernel_voxels^2 voxels leaves and one enters. Everything below is computed from
-state that depends only on the current box, never on the history, so results do not depend on block size, worker
-count or the order of centres.
+voxel at a time in x: one slab of kernel_voxels^2 voxels leaves and one enters. All state is integer counts (or the
+sorted multiset of values) that depend only on the current box, never on the path that reached it, so results do
+not depend on block size, worker count or the order of centres (bit-identical). ``grey`` is 0 outside the kernel
+mask, so it doubles as the mask.
 
-* Intensity (IBSI 3.3): a sorted multiset of the raw values in the masked kernel, updated by merging the sorted
-  entering slab and removing the sorted leaving slab (O(kernel voxels) per step instead of a sort per centre).
-* GLCM (IBSI 3.6, symmetric, distance 1, 13 directions): integer co-occurrence counts per direction plus, updated
-  per pair, the marginals p_x (= p_y), p_{x+y}, p_{x-y}, and the histogram of cell counts (how many cells hold count
-  c). All 22 features come from the marginals in O(Ng) per direction, except joint energy, joint entropy and joint
-  maximum, which come from the histogram of cell counts (sum_c n_c c^2, sum_c n_c c log2 c, max c).
-* GLRLM (IBSI 3.7, 13 directions): recomputed per centre from two precomputed per-direction arrays, the number of
-  run voxels before (``back``) and after (``fwd``) each voxel in the whole masked image: in a box a voxel starts a
-  run when back = 0 or its predecessor is outside the box, and the run's length is min(fwd + 1, distance to the
-  exit face). Runs are tallied into an integer (grey level, length) table; features come from its touched cells.
-  (Walking each run voxel by voxel with a box test per step was 3x slower.)
+* Intensity (IBSI 3.3): a sorted multiset of the raw values in the masked kernel. The entering slab is gathered and
+  sorted once and kept (a ring of the box's sorted slabs), so leaving is one merge-remove and entering one
+  merge-insert, O(kernel voxels) per step instead of a sort per centre.
+* GLCM (IBSI 3.6, symmetric, distance 1, 13 directions): integer co-occurrence counts, upper triangle only
+  (cnt[i, j] = P(i, j) = P(j, i), i <= j), plus the marginals p_x (= p_y), p_{x+y}, p_{x-y} and the total, updated
+  per pair of the leaving / entering slab. Features come from the marginals in O(Ng) per direction; joint energy,
+  joint entropy and joint maximum from one pass over the stored triangle (rows of levels present; sum P^2 exact in
+  integers).
+* GLRLM (IBSI 3.7, 13 directions): integer run-length tables (grey level, length) with their marginals r_i, r_j and
+  N_r, updated per slab (:func:`_glrlm_slab`): for directions in the slab plane the slab's own runs leave or enter
+  whole; for directions crossing it, each slab voxel is the first or last voxel of its line in the box, so exactly
+  one run changes length by one (or appears / disappears). Run extents come from two precomputed arrays, the run
+  voxels before (``back``) and after (``fwd``) each voxel per direction, laid out (Z, Y, X, 13); lengths are
+  clipped by the box faces. Features come from the marginals and from the rows of levels present.
 
 Directions with no pair (GLCM) or no run (GLRLM) in a kernel are left out of that kernel's average.
 """
@@ -101,6 +105,32 @@ def _merge_remove(sv, n, rem, m, out):
             out[k] = sv[i]
             k += 1
         i += 1
+    return k
+
+
+@njit(**_JIT)
+def _merge_replace(sv, n, rem, m_rem, add, m_add, out):
+    """out = sorted sv[:n] without the sorted values rem[:m_rem], with the sorted values add[:m_add]; one pass.
+
+    The common sliding step (one slab leaves, one enters); returns the new count n - m_rem + m_add.
+    """
+    i = 0
+    j = 0
+    a = 0
+    k = 0
+    while True:
+        while i < n and j < m_rem and sv[i] == rem[j]:
+            i += 1
+            j += 1
+        if i < n and (a >= m_add or sv[i] <= add[a]):
+            out[k] = sv[i]
+            i += 1
+        elif a < m_add:
+            out[k] = add[a]
+            a += 1
+        else:
+            break
+        k += 1
     return k
 
 
@@ -200,64 +230,40 @@ def intensity_features_sorted(v, n, out):
 # GLCM: incremental counts
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _cell_step(cnt, d, i, j, s):
-    """Add (s = +1) or remove (s = -1) one pair of grey levels i <= j to direction d's symmetric GLCM.
-
-    Only the upper triangle is stored: cnt[d, i, j] = P(i, j) = P(j, i), the symmetric count, so a pair adds 1 to
-    an off-diagonal cell (whose mirror shares the stored value) or 2 to a diagonal cell.
-    """
-    if i == j:
-        cnt[d, i, j] += 2 * s
-    else:
-        cnt[d, i, j] += s
-
-
-@njit(**_JIT)
-def _glcm_pair(d, ga, gb, s, cnt, px, psum, pdiff, total):
-    """Add (s = +1) or remove (s = -1) one pair (ga, gb) of direction d: its GLCM cell and the marginals
-    p_x (= p_y), p_{x+y}, p_{x-y} and the total, all as integer counts of the symmetric matrix."""
-    if ga <= gb:
-        _cell_step(cnt, d, ga, gb, s)
-        pdiff[d, gb - ga] += 2 * s
-    else:
-        _cell_step(cnt, d, gb, ga, s)
-        pdiff[d, ga - gb] += 2 * s
-    px[d, ga] += s
-    px[d, gb] += s
-    psum[d, ga + gb] += 2 * s
-    total[d] += 2 * s
-
-
-@njit(**_JIT)
 def _glcm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, offs, off_dir, cnt, px, psum, pdiff, total):
     """Add (s = +1) or remove (s = -1) every pair that has a voxel in slab x = xs and both voxels in the box.
 
     ``offs`` (13, 3) are the 4 in-plane offsets of positive direction (each pair inside the slab counted once) and
     the 9 offsets towards the rest of the box (dx = +1 when the slab is the box's front face, -1 when its back face);
-    ``off_dir`` their direction index. ``grey`` is 0 outside the kernel mask. Voxels off the box's z/y faces skip
-    the bounds tests; a one-slab box has no partner across x.
+    ``off_dir`` their direction index. ``grey`` is 0 outside the kernel mask. Only the upper triangle of the
+    symmetric GLCM is stored: cnt[d, i, j] = P(i, j) = P(j, i) for i <= j, so a pair adds 1 to an off-diagonal
+    cell (whose mirror shares the stored value) or 2 to a diagonal cell.
     """
-    n_off = 13 if bx1 > bx0 else 4
     for z in range(z0, z1 + 1):
-        z_inner = z0 < z < z1
         for y in range(y0, y1 + 1):
             ga = grey[z, y, xs]
             if ga == 0:
                 continue
-            if z_inner and y0 < y < y1:
-                for k in range(n_off):
-                    gb = grey[z + offs[k, 0], y + offs[k, 1], xs + offs[k, 2]]
-                    if gb != 0:
-                        _glcm_pair(off_dir[k], ga, gb, s, cnt, px, psum, pdiff, total)
-                continue
-            for k in range(n_off):
+            for k in range(13):
                 bz = z + offs[k, 0]
                 by = y + offs[k, 1]
-                if bz < z0 or bz > z1 or by < y0 or by > y1:
+                bx = xs + offs[k, 2]
+                if bz < z0 or bz > z1 or by < y0 or by > y1 or bx < bx0 or bx > bx1:
                     continue
-                gb = grey[bz, by, xs + offs[k, 2]]
-                if gb != 0:
-                    _glcm_pair(off_dir[k], ga, gb, s, cnt, px, psum, pdiff, total)
+                gb = grey[bz, by, bx]
+                if gb == 0:
+                    continue
+                # upper-triangle cell (lo, hi): +-1 off the diagonal (the mirror shares it), +-2 on it; branch-free
+                # (the order of the two levels is unpredictable)
+                d = off_dir[k]
+                lo = min(ga, gb)
+                hi = max(ga, gb)
+                cnt[d, lo, hi] += s + s * (lo == hi)
+                px[d, ga] += s
+                px[d, gb] += s
+                psum[d, ga + gb] += 2 * s
+                pdiff[d, hi - lo] += 2 * s
+                total[d] += 2 * s
 
 
 @njit(**_JIT)
@@ -524,9 +530,14 @@ def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy
                     length = min(int(fwd[z, y, xs, d]) + 1, ahead)
                 else:  # last voxel of its line in the box
                     length = min(int(back[z, y, xs, d]) + 1, behind)
-                _run_count_step(d, g, length, s, table, pg, pr, n_runs)
-                if length > 1:
-                    _run_count_step(d, g, length - 1, -s, table, pg, pr, n_runs)
+                table[d, g, length] += s
+                pr[d, length] += s
+                if length > 1:  # the run of level g changes length only: r_i and N_r stay
+                    table[d, g, length - 1] -= s
+                    pr[d, length - 1] -= s
+                else:
+                    pg[d, g] += s
+                    n_runs[d] += s
 
 
 @njit(**_JIT)
@@ -666,9 +677,10 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
     total = np.zeros(13, dtype=np.int64)
     sv = np.empty(box_cap, dtype=np.float64)
     work = np.empty(box_cap, dtype=np.float64)
-    edge = min(nx, 2 * radius + 1)  # most slabs a box holds
-    ring = np.empty((edge, slab_cap), dtype=np.float64)  # sorted values of the slabs in the box, by x mod edge
-    ring_n = np.zeros(edge, dtype=np.int64)
+    # sorted values of the slabs in the box (at most min(nx, 2 r + 1)) and of one leaving slab, by x mod ring_size
+    ring_size = min(nx, 2 * radius + 1) + 1
+    ring = np.empty((ring_size, slab_cap), dtype=np.float64)
+    ring_n = np.zeros(ring_size, dtype=np.int64)
     table = np.zeros((13, n_grey + 1, lmax + 1), dtype=np.int32)
     pg = np.zeros((13, n_grey + 1), dtype=np.int64)
     pr = np.zeros((13, lmax + 1), dtype=np.int64)
@@ -686,33 +698,44 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
         cx = centres[c, 2]
         t0 = max(0, cx - radius)
         t1 = min(nx - 1, cx + radius)
-        if t0 > bx1:  # no overlap with the current box: empty it, restart at t0
-            while bx0 <= bx1:
-                _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
-                _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
-                            pr, n_runs)
-                r = bx0 % edge
-                n_sorted = _merge_remove(sv, n_sorted, ring[r], ring_n[r], work)
-                sv, work = work, sv
-                bx0 += 1
+        if t0 > bx1 and bx0 <= bx1:  # no overlap with the current box (a gap in the line): start from empty
+            cnt[:] = 0
+            px[:] = 0
+            psum[:] = 0
+            pdiff[:] = 0
+            total[:] = 0
+            table[:] = 0
+            pg[:] = 0
+            pr[:] = 0
+            n_runs[:] = 0
+            n_sorted = 0
+        if t0 > bx1:
             bx0 = t0
             bx1 = t0 - 1
+        pending = -1  # a leaving slab whose values are merged out together with the entering one
         while bx0 < t0:
             _glcm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, front_offs, front_dir, cnt, px, psum, pdiff, total)
             _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
                         pr, n_runs)
-            r = bx0 % edge
-            n_sorted = _merge_remove(sv, n_sorted, ring[r], ring_n[r], work)
-            sv, work = work, sv
+            if bx0 + 1 == t0 and bx1 + 1 == t1:
+                pending = bx0 % ring_size
+            else:
+                r = bx0 % ring_size
+                n_sorted = _merge_remove(sv, n_sorted, ring[r], ring_n[r], work)
+                sv, work = work, sv
             bx0 += 1
         while bx1 < t1:
             bx1 += 1
             _glcm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back_offs, back_dir, cnt, px, psum, pdiff, total)
             _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
                         pr, n_runs)
-            r = bx1 % edge
+            r = bx1 % ring_size
             ring_n[r] = _gather_slab(values, grey, bx1, z0, z1, y0, y1, ring[r])
-            n_sorted = _merge_insert(sv, n_sorted, ring[r], ring_n[r], work)
+            if pending >= 0:
+                n_sorted = _merge_replace(sv, n_sorted, ring[pending], ring_n[pending], ring[r], ring_n[r], work)
+                pending = -1
+            else:
+                n_sorted = _merge_insert(sv, n_sorted, ring[r], ring_n[r], work)
             sv, work = work, sv
         row = out_row0 + c
         intensity_features_sorted(sv, n_sorted, out[row, 0:N_INTENSITY])
@@ -732,10 +755,14 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
 
 
 @njit(parallel=True, **_JIT)
-def compute_lines(centres, line_starts, grey, values, back, fwd, radius, n_grey, lmax, clogc, out):
-    """Features of sorted centres (n, 3) grouped into lines ``line_starts`` (n_lines + 1,); writes out (n, 56)."""
-    n_lines = len(line_starts) - 1
-    for li in prange(n_lines):
+def compute_lines(centres, line_starts, line_order, grey, values, back, fwd, radius, n_grey, lmax, clogc, out):
+    """Features of sorted centres (n, 3) grouped into lines ``line_starts`` (n_lines + 1,); writes out (n, 56).
+
+    Lines run in parallel in the order ``line_order`` (longest first balances the threads when the caller sets a
+    parallel chunk size of 1).
+    """
+    for k in prange(len(line_order)):
+        li = line_order[k]
         _process_line(centres, line_starts[li], line_starts[li + 1], grey, values, back, fwd, radius, n_grey, lmax,
                       clogc, out, 0)
 
