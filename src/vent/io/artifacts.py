@@ -84,7 +84,7 @@ def _get_attrs(node: h5py.HLObject) -> dict[str, Any]:
         if isinstance(value, bytes):
             value = value.decode()
         elif isinstance(value, np.ndarray) and value.dtype.kind in "OS":
-            value = [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+            value = string_list(value)
         elif isinstance(value, np.ndarray):
             value = value.tolist()
         elif isinstance(value, np.generic):
@@ -195,6 +195,11 @@ def radiomics_case_info(path: Path) -> dict[str, Any]:
         info = _get_attrs(handle)
         info["shape"] = tuple(handle["features"].shape)
     return info
+
+
+def string_list(values: Any) -> list[str]:
+    """An HDF5 string-array attribute (bytes or str items) as a list of str."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
 def read_attrs(path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vent.io.artifacts import string_list
 from vent.io.atomic import atomic_path, write_json, write_text
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
@@ -60,8 +61,14 @@ def _randomisation_check(model: Any, x: np.ndarray, trained_map: np.ndarray, con
     torch.manual_seed(config.seed + 12345)
     random_model = build_model(spec["name"], spec["n_inputs"], spec["n_steps"], **spec["params"])
     subset = x[: min(len(x), 64)]
-    random_result = explain_sample(random_model, subset, method=config.method, n_steps=config.n_steps,
-                                   internal_batch_size=config.internal_batch_size, device=device)
+    random_result = explain_sample(
+        random_model,
+        subset,
+        method=config.method,
+        n_steps=config.n_steps,
+        internal_batch_size=config.internal_batch_size,
+        device=device,
+    )
     rho = stats.spearmanr(trained_map.ravel(), random_result.mean_map.ravel()).statistic
     return {"spearman_trained_vs_random_map": float(rho), "n_voxels": int(len(subset))}
 
@@ -89,7 +96,7 @@ class ExplainStage(Stage):
         folds = load_splits(ctx.run_dir, cases)
         radiomics_dir = ctx.stage_dir("radiomics")
         with h5py.File(radiomics_dir / f"{cases[0]}.h5", "r") as handle:
-            all_ids = [v.decode() if isinstance(v, bytes) else str(v) for v in handle.attrs["feature_ids"]]
+            all_ids = string_list(handle.attrs["feature_ids"])
             n_phases = handle["features"].shape[1]
         pooled_sum = np.zeros((n_phases, len(all_ids)))
         pooled_count = np.zeros(len(all_ids))

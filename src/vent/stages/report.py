@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from vent.errors import ArtifactError
+from vent.io.artifacts import string_list
 from vent.io.atomic import write_text
 from vent.report import figures
 from vent.report.render import Document
@@ -249,7 +250,7 @@ class ReportStage(Stage):
         explain_dir = ctx.run_dir / "explain"
         config = ctx.config.explain
         with h5py.File(explain_dir / "saliency.h5", "r") as handle:
-            ids = [v.decode() if isinstance(v, bytes) else str(v) for v in handle.attrs["feature_ids"]]
+            ids = string_list(handle.attrs["feature_ids"])
             pooled = handle["pooled_map"][...]
         present = ~np.all(np.isnan(pooled), axis=0)
         summary = json.loads((explain_dir / "summary.json").read_text())

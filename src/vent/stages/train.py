@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from vent.errors import ArtifactError
+from vent.io.artifacts import string_list
 from vent.io.atomic import atomic_path, write_json, write_text
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
@@ -44,7 +45,7 @@ METRIC_COLUMNS = ("dice", "auc", "sensitivity", "accuracy")
 def feature_positions(radiomics_file: Path, selected: list[str]) -> list[int]:
     """Positions of the selected feature ids on the F axis of a radiomics file."""
     with h5py.File(radiomics_file, "r") as handle:
-        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in handle.attrs["feature_ids"]]
+        ids = string_list(handle.attrs["feature_ids"])
     missing = [f for f in selected if f not in ids]
     if missing:
         raise ArtifactError(f"selected features {missing} are not in {radiomics_file}; re-run radiomics and select")
