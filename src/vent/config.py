@@ -11,7 +11,6 @@ directory or environment variables, so ``vent run configs/pet.yaml`` means the s
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,6 @@ __all__ = [
     "ExplainConfig",
     "ReportConfig",
     "load_config",
-    "section_hash",
 ]
 
 
@@ -331,9 +329,3 @@ def section_dict(config: RunConfig, section: str) -> Any:
         if isinstance(getattr(config, section), BaseModel)
         else json.loads(json.dumps(getattr(config, section), default=str))
     )
-
-
-def section_hash(config: RunConfig, section: str) -> str:
-    """SHA-256 of one section's canonical JSON: the config part of a stage fingerprint."""
-    blob = json.dumps(section_dict(config, section), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()

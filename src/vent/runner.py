@@ -28,16 +28,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vent import __version__
-from vent.config import RunConfig, section_dict
+from vent.config import RunConfig
 from vent.errors import ArtifactError, ConfigError
 from vent.io.atomic import clean_temporaries, write_json
 from vent.io.hashing import HashCache
 
-__all__ = ["Progress", "RunContext", "StagePlan", "plan_run", "execute_plan", "STAGE_ORDER", "fingerprint_of"]
+__all__ = ["Progress", "RunContext", "StagePlan", "plan_run", "execute_plan", "fingerprint_of"]
 
 log = logging.getLogger(__name__)
-
-STAGE_ORDER = ("preprocess", "radiomics", "select", "train", "explain", "report")
 
 
 class ProgressTask(Protocol):
@@ -68,7 +66,7 @@ class RunContext:
     """Everything a stage needs at run time."""
 
     config: RunConfig
-    progress: Any = field(default_factory=NullProgress)
+    progress: Progress = field(default_factory=NullProgress)
     hash_cache: HashCache | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = lambda message: log.info(message)
@@ -79,6 +77,10 @@ class RunContext:
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
+
+    def case_file(self, stage: str, case: str) -> Path:
+        """The per-case artifact ``<run_dir>/<stage>/<case>.h5`` (the one place that spells this path)."""
+        return self.run_dir / stage / f"{case}.h5"
 
     def hashes(self) -> HashCache:
         if self.hash_cache is None:
@@ -170,16 +172,7 @@ def plan_run(
     rerun: set[str] = set()
     for stage in stages:
         upstream = {need: ctx.fingerprints[need] for need in stage.needs}
-        definition = {
-            "stage": stage.name,
-            "version": stage.version,
-            "config": {
-                section: section_dict(ctx.config, section)
-                for section in (stage.name, *stage.sections)
-                if hasattr(ctx.config, section)
-            },
-            "upstream": upstream,
-        }
+        definition = {**stage.definition(ctx), "upstream": upstream}
         try:
             inputs = stage.input_identity(ctx)
         except ArtifactError as error:

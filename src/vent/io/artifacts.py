@@ -41,8 +41,10 @@ __all__ = [
     "PreprocessedCase",
     "write_preprocessed_case",
     "read_preprocessed_case",
-    "write_radiomics_case",
-    "radiomics_case_info",
+    "create_radiomics_case",
+    "write_radiomics_voxel_data",
+    "read_attrs",
+    "string_list",
     "VOXEL_CHUNK",
 ]
 
@@ -154,26 +156,6 @@ def create_radiomics_case(
     return features
 
 
-def write_radiomics_case(
-    path: Path,
-    *,
-    features_ntf: np.ndarray,
-    intensity_nt: np.ndarray,
-    labels: np.ndarray,
-    refvi: np.ndarray,
-    coords_zyx: np.ndarray,
-    feature_ids: list[str],
-    ibsi_ids: list[str],
-    attrs: dict[str, Any],
-) -> None:
-    """Write a whole radiomics case (see module docstring)."""
-    n, t, _ = features_ntf.shape
-    with h5py.File(path, "w") as handle:
-        features = create_radiomics_case(handle, n, t, feature_ids, ibsi_ids, attrs)
-        features[...] = features_ntf
-        write_radiomics_voxel_data(handle, intensity_nt, labels, refvi, coords_zyx)
-
-
 def write_radiomics_voxel_data(
     handle: h5py.File, intensity_nt: np.ndarray, labels: np.ndarray, refvi: np.ndarray, coords_zyx: np.ndarray
 ) -> None:
@@ -185,16 +167,6 @@ def write_radiomics_voxel_data(
     handle.create_dataset("labels", data=labels.astype(np.uint8), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("refvi", data=refvi.astype(np.float32), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("coords", data=coords_zyx.astype(np.int32), chunks=(chunk, 3), **_COMPRESSION)
-
-
-def radiomics_case_info(path: Path) -> dict[str, Any]:
-    """Shape and attributes of a radiomics case without reading the feature array."""
-    if not path.is_file():
-        raise ArtifactError(f"radiomics case {path} is missing; run the radiomics stage first")
-    with h5py.File(path, "r") as handle:
-        info = _get_attrs(handle)
-        info["shape"] = tuple(handle["features"].shape)
-    return info
 
 
 def string_list(values: Any) -> list[str]:

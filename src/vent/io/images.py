@@ -24,7 +24,6 @@ __all__ = [
     "make_isotropic_grid",
     "resample_to_grid",
     "image_from_array",
-    "check_same_geometry",
 ]
 
 
@@ -125,26 +124,6 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
             n_bad = int((~np.isfinite(values)).sum())
             raise DataError(f"{what} {path} holds {n_bad} NaN or infinite values; fix or mask them before running vent")
     return image
-
-
-def check_same_geometry(
-    reference: sitk.Image, other: sitk.Image, reference_path: Path, other_path: Path, tolerance_mm: float = 1e-3
-) -> None:
-    """Raise DataError naming both files when two images do not share size, spacing, origin and direction."""
-    problems = []
-    if reference.GetSize() != other.GetSize():
-        problems.append(f"size {other.GetSize()} vs {reference.GetSize()}")
-    if not np.allclose(reference.GetSpacing(), other.GetSpacing(), atol=tolerance_mm):
-        problems.append(f"spacing {other.GetSpacing()} vs {reference.GetSpacing()}")
-    if not np.allclose(reference.GetOrigin(), other.GetOrigin(), atol=max(tolerance_mm, 1e-2)):
-        problems.append(f"origin {other.GetOrigin()} vs {reference.GetOrigin()}")
-    if not np.allclose(reference.GetDirection(), other.GetDirection(), atol=1e-4):
-        problems.append("direction differs")
-    if problems:
-        raise DataError(
-            f"{other_path} does not share the geometry of {reference_path}: {'; '.join(problems)}. "
-            "All phases of a 4DCT and their masks must lie on one grid."
-        )
 
 
 def make_isotropic_grid(reference: Grid, spacing_mm_xyz: tuple[float, float, float]) -> Grid:

@@ -34,6 +34,17 @@ class Stage(ABC):
     needs: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
 
+    def definition(self, ctx: RunContext) -> dict[str, Any]:
+        """Name, version and the config sections the stage reads: the part of its fingerprint it owns."""
+        from vent.config import section_dict
+
+        sections = (self.name, *self.sections)
+        return {
+            "stage": self.name,
+            "version": self.version,
+            "config": {s: section_dict(ctx.config, s) for s in sections if hasattr(ctx.config, s)},
+        }
+
     def input_identity(self, ctx: RunContext) -> dict[str, Any]:
         """What identifies the stage's inputs beyond its upstream fingerprints (files, cases). Default: nothing."""
         return {}
@@ -86,15 +97,6 @@ class PerCaseStage(Stage):
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
         """Compute one case and write it to ``out_path`` (a temporary name); stamp ``fingerprint``. Return stats."""
 
-    def definition(self, ctx: RunContext) -> dict[str, Any]:
-        from vent.config import section_dict
-
-        return {
-            "stage": self.name,
-            "version": self.version,
-            "config": {s: section_dict(ctx.config, s) for s in (self.name, *self.sections) if hasattr(ctx.config, s)},
-        }
-
     def case_fingerprints(self, ctx: RunContext) -> dict[str, str]:
         definition = self.definition(ctx)
         return {
@@ -106,7 +108,7 @@ class PerCaseStage(Stage):
         return self.case_fingerprints(ctx)
 
     def case_path(self, ctx: RunContext, case: str) -> Path:
-        return ctx.stage_dir(self.name) / f"{case}.h5"
+        return ctx.case_file(self.name, case)
 
     def finish(self, ctx: RunContext, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Hook for cohort-level outputs after all cases (e.g. a summary CSV). Returns extra manifest outputs."""

@@ -94,8 +94,7 @@ class ExplainStage(Stage):
         reference = ctx.config.train.reference_model
         cases = sorted(upstream_cases(ctx, "radiomics"))
         folds = load_splits(ctx.run_dir, cases)
-        radiomics_dir = ctx.stage_dir("radiomics")
-        with h5py.File(radiomics_dir / f"{cases[0]}.h5", "r") as handle:
+        with h5py.File(ctx.case_file("radiomics", cases[0]), "r") as handle:
             all_ids = string_list(handle.attrs["feature_ids"])
             n_phases = handle["features"].shape[1]
         pooled_sum = np.zeros((n_phases, len(all_ids)))
@@ -117,15 +116,15 @@ class ExplainStage(Stage):
                 ids = payload["feature_ids"] if kind == "radiomics" else ["intensity"]
                 labels: dict[str, np.ndarray] = {}
                 for case in fold.test:
-                    with h5py.File(radiomics_dir / f"{case}.h5", "r") as handle:
+                    with h5py.File(ctx.case_file("radiomics", case), "r") as handle:
                         labels[case] = handle["labels"][...]
                 sample = stratified_voxel_sample(labels, config.voxels_per_class_per_case, seed=config.seed)
                 xs, ys, raws = [], [], []
                 for case, index in sample.items():
                     if kind == "radiomics":
-                        raw = _read_rows(radiomics_dir / f"{case}.h5", "features", index)[:, :, positions]
+                        raw = _read_rows(ctx.case_file("radiomics", case), "features", index)[:, :, positions]
                     else:
-                        raw = _read_rows(radiomics_dir / f"{case}.h5", "intensity", index)[:, :, None]
+                        raw = _read_rows(ctx.case_file("radiomics", case), "intensity", index)[:, :, None]
                     raws.append(raw)
                     xs.append(np.asarray(standardiser.apply(raw), dtype=np.float32))
                     ys.append(labels[case][np.sort(index)])

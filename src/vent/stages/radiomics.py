@@ -88,7 +88,7 @@ class RadiomicsStage(PerCaseStage):
         config = ctx.config.radiomics
         specs = selected_feature_specs(config.features)
         feature_ids = [s.id for s in specs]
-        pre = read_preprocessed_case(ctx.stage_dir("preprocess") / f"{case}.h5")
+        pre = read_preprocessed_case(ctx.case_file("preprocess", case))
         settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx)
         lung = pre.lung_mask_zyx > 0
         coords = np.argwhere(lung).astype(np.int32)

@@ -330,7 +330,7 @@ class ReportStage(Stage):
         if not predictions:
             return
         case = predictions[0].stem
-        pre = read_preprocessed_case(ctx.run_dir / "preprocess" / f"{case}.h5")
+        pre = read_preprocessed_case(ctx.case_file("preprocess", case))
         with h5py.File(predictions[0], "r") as handle:
             coords, probability = handle["coords"][...], handle["probability"][...]
         volume = np.full(pre.lung_mask_zyx.shape, np.nan, dtype=np.float32)

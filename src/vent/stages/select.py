@@ -69,7 +69,7 @@ class SelectStage(Stage):
             folds,
             {"seed": cv.seed, "n_folds": cv.n_folds, "val_fraction": cv.val_fraction, "cases": cases},
         )
-        files = {case: ctx.stage_dir("radiomics") / f"{case}.h5" for case in cases}
+        files = {case: ctx.case_file("radiomics", case) for case in cases}
         options = dict(
             linkage=settings.linkage,
             cutoffs=settings.cutoffs,

@@ -129,7 +129,7 @@ class TrainStage(Stage):
         folds = load_splits(ctx.run_dir, cases)
         out = ctx.stage_dir(self.name)
         save_folds(out / "splits.json", folds, {"source": "select/splits.json", "cases": cases})
-        files = {case: ctx.stage_dir("radiomics") / f"{case}.h5" for case in cases}
+        files = {case: ctx.case_file("radiomics", case) for case in cases}
         runs = training_runs(ctx.config)
         rows: list[dict[str, Any]] = []
         outputs: dict[str, Any] = {"splits.json": "folds used", "per_patient_metrics.csv": "per-patient metrics"}
@@ -148,7 +148,7 @@ class TrainStage(Stage):
         outputs["runs.json"] = "the trained rows: model, selection mode"
         return outputs
 
-    def _fold_stamp(self, ctx: RunContext, plan: StagePlan, run: TrainingRun, fold_index: int) -> str:
+    def _fold_stamp(self, plan: StagePlan, run: TrainingRun, fold_index: int) -> str:
         """Identity of one (model, selection mode, fold) training: adding a model does not retrain the others."""
         train = {
             k: v
@@ -178,7 +178,7 @@ class TrainStage(Stage):
         config = ctx.config.train
         fold_dir = ctx.stage_dir(self.name) / run.row / f"fold_{fold.index}"
         result_path = fold_dir / "result.json"
-        stamp = self._fold_stamp(ctx, plan, run, fold.index)
+        stamp = self._fold_stamp(plan, run, fold.index)
         previous = json.loads(result_path.read_text()) if result_path.is_file() else None
         if previous is not None and previous.get("stamp") == stamp:
             ctx.echo(f"[train] {run.row} fold {fold.index}: already trained with these settings, kept")
