@@ -1,5 +1,10 @@
 """The CLI: exit codes and messages for success and for every kind of user error."""
 
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from vent import __version__
@@ -83,3 +88,137 @@ def test_debug_shows_traceback(tmp_path):
 def test_features_bad_bins_exit_2(tmp_path):
     result = runner.invoke(app, ["features", "a.mha", "b.mha", "-o", str(tmp_path / "x.h5"), "--bins", "sixty"])
     assert result.exit_code == 2 and "--bins" in result.output
+
+
+# ---- issue 7, item 8: every bad input is refused by `vent run` (and `vent validate`) naming the file and the fix
+
+
+@pytest.fixture(scope="module")
+def synthetic_cohort(tmp_path_factory):
+    """Three tiny valid synthetic subjects (5 phases) in the VAMPIRE layout, written once; tests corrupt a copy."""
+    from vent.synth import write_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("synthetic") / "study"
+    write_synthetic_cohort(root, n_cases=3, modality="pet", size="tiny", seed=0)
+    return root
+
+
+def _rewrite(path, change_array=None, **geometry):
+    """Rewrite an image in place (uncompressed) with its array and/or geometry changed."""
+    image = sitk.ReadImage(str(path))
+    if change_array is not None:
+        new = sitk.GetImageFromArray(change_array(sitk.GetArrayFromImage(image)))
+        new.SetSpacing(image.GetSpacing())
+        new.SetOrigin(image.GetOrigin())
+        new.SetDirection(image.GetDirection())
+        image = new
+    for key, value in geometry.items():
+        getattr(image, f"Set{key}")(value)
+    sitk.WriteImage(image, str(path), useCompression=False)
+
+
+def _truncate(path):
+    _rewrite(path)
+    path.write_bytes(path.read_bytes()[:-200])
+
+
+def _keep_phases(root, n):
+    for phase in root.glob("*/CT/Phase*_0*.mha"):
+        if int(phase.stem.split("_")[1]) > n:
+            phase.unlink()
+
+
+P3 = "Subject_02/CT/PhaseImage_03.mha"
+M2 = "Subject_02/CT/PhaseMask_02.mha"
+BAD_INPUTS = {
+    "other size": (
+        lambda r: _rewrite(r / P3, lambda a: np.concatenate([a, a[-1:]])),
+        [P3, "does not share the geometry", "size", "export the file again"],
+    ),
+    "other spacing": (
+        lambda r: _rewrite(r / P3, Spacing=(1.2, 1.07, 5.0)),
+        [P3, "spacing", "export the file again"],
+    ),
+    "other origin": (
+        lambda r: _rewrite(r / P3, Origin=(15.0, 0.0, 0.0)),
+        [P3, "origin", "export the file again"],
+    ),
+    "flipped direction": (
+        lambda r: _rewrite(r / P3, Direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
+        [P3, "direction", "export the file again"],
+    ),
+    "truncated mha": (lambda r: _truncate(r / P3), [P3, "truncated", "again"]),
+    "copied subject": (
+        lambda r: shutil.copytree(r / "Subject_01", r / "Subject_04"),
+        ["Subject_01 and", "Subject_04", "identical first phase images", "data.exclude"],
+    ),
+    "symlinked subject": (
+        lambda r: (r / "Subject_04").symlink_to(r / "Subject_01", target_is_directory=True),
+        ["Subject_01 and", "Subject_04", "resolve to the same folder", "data.exclude"],
+    ),
+    "case variant": (
+        lambda r: shutil.copytree(r / "Subject_01", r / "subject_01"),
+        ["Subject_01 and", "subject_01", "differ only by case", "data.exclude"],
+    ),
+    "one phase": (lambda r: _keep_phases(r, 1), ["Subject_01/CT holds 1 phase image", "at least 3", "data.exclude"]),
+    "two phases": (lambda r: _keep_phases(r, 2), ["Subject_01/CT holds 2 phase image", "at least 3", "data.exclude"]),
+    "HU +5000 everywhere": (
+        lambda r: [_rewrite(p, lambda a: np.full_like(a, 5000)) for p in (r / "Subject_02" / "CT").glob("*Image*")],
+        ["Subject_02/CT/", "5000 HU", "Hounsfield", "data.exclude"],
+    ),
+    "mask labels 0..5": (
+        lambda r: _rewrite(r / M2, lambda a: (np.arange(a.size).reshape(a.shape) % 6).astype(np.uint8)),
+        [M2, "0, 1, 2, 3, 4, 5", "0/1 mask", "data.exclude"],
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+def test_bad_input_is_refused_naming_file_and_fix(tmp_path, synthetic_cohort, bad, command):
+    root = tmp_path / "study"
+    shutil.copytree(synthetic_cohort, root, symlinks=True)
+    corrupt, expected = BAD_INPUTS[bad]
+    corrupt(root)
+    args = [command, str(_config(tmp_path, root))] + (["--only", "preprocess"] if command == "run" else [])
+    result = runner.invoke(app, args)
+    assert result.exit_code in (1, 2), result.output
+    message = " ".join(result.output.split())  # the error paragraph may be wrapped
+    for part in expected:
+        assert part in message, f"{part!r} not in: {result.output}"
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "radiomics").exists()
+
+
+def test_synthetic_cohort_passes_every_check(tmp_path, synthetic_cohort):
+    config = _config(tmp_path, synthetic_cohort)
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "3 subjects, 5 phases each" in result.output and "every file read in full" in result.output
+    result = runner.invoke(app, ["run", str(config), "--only", "preprocess"])
+    assert result.exit_code == 0, result.output
+
+
+def test_left_right_labels_are_read_as_lung_with_a_warning(tmp_path, synthetic_cohort):
+    root = tmp_path / "study"
+    shutil.copytree(synthetic_cohort, root)
+    mask = root / "Subject_01" / "CT" / "PhaseMask_01.mha"
+    _rewrite(mask, lambda a: (a * np.where(np.arange(a.shape[2]) < a.shape[2] // 2, 1, 2)).astype(np.uint8))
+    result = runner.invoke(app, ["validate", str(_config(tmp_path, root))])
+    assert result.exit_code == 0, result.output
+    assert "PhaseMask_01.mha holds labels 0/1/2" in " ".join(result.output.split())
+    result = runner.invoke(app, ["run", str(_config(tmp_path, root)), "--only", "preprocess"])
+    assert result.exit_code == 0, result.output
+
+
+def test_synth_from_ct_needs_a_lung_mask_and_existing_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from vent.cli import app
+
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "out"), "--from-ct", str(tmp_path / "ct.nii.gz")])
+    assert result.exit_code == 2 and "--lung-mask" in result.output
+    result = CliRunner().invoke(
+        app, ["synth", str(tmp_path / "out"), "--from-ct", str(tmp_path / "ct.nii.gz"), "--lung-mask", "m.nii.gz"]
+    )
+    assert result.exit_code == 2 and "ct.nii.gz does not exist" in result.output

@@ -12,9 +12,20 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_validates(path):
+    from vent.stages import check_config
+
     config = load_config(path)
     assert config.run_dir.is_absolute()
     assert config.data.root.is_absolute()
+    # the checks a run makes before any compute (model names, feature ids, folds for the study's cohort sizes)
+    n_cases = config.data.synthetic.cases if config.data.synthetic else {"pet.yaml": 25, "spect.yaml": 20}[path.name]
+    check_config(config, n_cases=n_cases)
+
+
+def test_study_configs_process_phases_from_max_exhale():
+    for name in ("pet.yaml", "spect.yaml"):
+        config = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+        assert config.data.phase_order == "from_max_exhale"
 
 
 def test_shipped_configs_exist():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vent.cv import Fold, load_folds, make_patient_folds, save_folds, validate_folds
+from vent.cv import Fold, check_fold_sizes, load_folds, make_patient_folds, save_folds, validate_folds
 from vent.errors import ArtifactError, ConfigError
 
 CASES = [f"Subject_{i:02d}" for i in range(1, 24)]
@@ -44,8 +44,35 @@ def test_bad_arguments_are_rejected() -> None:
         make_patient_folds(CASES[:6] + CASES[:1])
     with pytest.raises(ConfigError, match="val_fraction"):
         make_patient_folds(CASES, val_fraction=1.0)
-    no_val = make_patient_folds(CASES[:10], val_fraction=0.0)
-    assert all(f.val == [] for f in no_val)
+    with pytest.raises(ConfigError, match="cv.val_fraction must be in \\(0, 1\\)"):
+        make_patient_folds(CASES[:10], val_fraction=0.0)  # no silent folds without validation patients
+
+
+@pytest.mark.parametrize(("n_cases", "n_folds"), [(3, 3), (4, 2), (4, 4), (5, 2), (6, 3), (7, 5), (10, 10)])
+@pytest.mark.parametrize("val_fraction", [0.01, 0.2, 0.99])
+def test_every_fold_has_a_validation_and_a_training_patient(n_cases: int, n_folds: int, val_fraction: float) -> None:
+    for fold in make_patient_folds(CASES[:n_cases], n_folds=n_folds, val_fraction=val_fraction):
+        assert len(fold.val) >= 1 and len(fold.train) >= 1
+
+
+@pytest.mark.parametrize(("n_cases", "n_folds", "advice"), [(3, 2, "at least 3"), (2, 2, "add patients")])
+def test_a_cohort_too_small_for_validation_patients_is_a_config_error(n_cases: int, n_folds: int, advice: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_patient_folds(CASES[:n_cases], n_folds=n_folds, val_fraction=0.2)
+    message = str(caught.value)
+    assert f"{n_cases} patients" in message and "cv.n_folds" in message and "cv.val_fraction" in message
+    assert advice in message
+    with pytest.raises(ConfigError, match="cv.n_folds"):
+        check_fold_sizes(n_cases, n_folds, 0.2)
+    check_fold_sizes(6, 3, 0.2)  # feasible: no error
+
+
+def test_validate_folds_rejects_a_fold_without_validation_patients() -> None:
+    folds = make_patient_folds(CASES[:12], seed=1)
+    folds[2].train += folds[2].val
+    folds[2].val = []
+    with pytest.raises(ArtifactError, match="fold 2 has no validation case"):
+        validate_folds(folds, CASES[:12])
 
 
 def _broken(folds: list[Fold], change) -> list[Fold]:

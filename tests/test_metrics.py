@@ -11,8 +11,12 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_scor
 
 from vent.errors import DataError
 from vent.metrics import (
+    DICE_GRID,
     accuracy,
     auc_roc,
+    best_dice_threshold,
+    choose_threshold,
+    defect_fraction_threshold,
     dice,
     format_cell,
     patient_metrics,
@@ -118,3 +122,66 @@ def test_pooled_roc_agrees_with_scikit_learn() -> None:
     assert auc == pytest.approx(roc_auc_score(y_all, s_all), abs=1e-12)
     with pytest.raises(DataError, match="both"):
         pooled_roc([np.zeros(3)], [np.ones(3)])
+
+
+def test_defect_fraction_threshold_is_the_analytic_quantile() -> None:
+    # 10 voxels, 3 defects (30%): the threshold is the 3rd largest score, so exactly 3 voxels are called defect
+    scores = np.array([0.05, 0.9, 0.2, 0.41, 0.3, 0.8, 0.1, 0.35, 0.15, 0.25])
+    labels = np.array([0, 1, 0, 0, 0, 1, 0, 1, 0, 0])
+    threshold = defect_fraction_threshold([labels], [scores])
+    assert threshold == 0.41
+    assert (scores >= threshold).sum() == 3
+    # pooled over two patients: f = 4 / 20, the 4th largest of all 20 scores
+    second = np.linspace(0.0, 0.95, 10)
+    threshold = defect_fraction_threshold([labels, np.eye(10, dtype=int)[0]], [scores, second])
+    assert threshold == np.sort(np.r_[scores, second])[::-1][3]
+    with pytest.raises(DataError, match="both classes"):
+        defect_fraction_threshold([np.zeros(5, int)], [np.linspace(0, 1, 5)])
+
+
+def test_best_dice_threshold_matches_the_analytic_answer() -> None:
+    # healthy voxels score 0.2 or 0.5, defects 0.6 or 0.8: every t in (0.5, 0.6] separates the classes (Dice 1);
+    # the smallest such grid value is 0.51
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([0.2, 0.5, 0.2, 0.5, 0.6, 0.8])
+    assert best_dice_threshold([labels], [scores]) == pytest.approx(0.51)
+    # a second patient with a healthy voxel at 0.55: only t in (0.55, 0.6] gives Dice 1 for both, smallest 0.56
+    b_labels, b_scores = np.array([0, 1]), np.array([0.55, 0.95])
+    assert best_dice_threshold([labels, b_labels], [scores, b_scores]) == pytest.approx(0.56)
+    assert choose_threshold("val_dice", [labels, b_labels], [scores, b_scores]).figures["mean_dice"] == 1.0
+    assert len(DICE_GRID) == 99 and DICE_GRID[0] == 0.01 and DICE_GRID[-1] == 0.99
+
+
+def test_choose_threshold_rules_on_validation_arrays() -> None:
+    rng = np.random.default_rng(0)
+    val_labels = (rng.random(2000) < 0.3).astype(int)
+    val_scores = np.clip(0.2 + 0.3 * val_labels + rng.normal(0, 0.05, 2000), 0, 1)
+    # test patients with a very different distribution must not move the threshold
+    test_labels = (rng.random(2000) < 0.7).astype(int)
+    test_scores = np.clip(0.7 + 0.2 * test_labels + rng.normal(0, 0.05, 2000), 0, 1)
+    for rule in ("val_defect_fraction", "val_dice"):
+        choice = choose_threshold(rule, [val_labels], [val_scores])
+        assert choice.rule == rule
+        assert 0.3 < choice.threshold < 0.5  # between the validation classes
+        assert choice.figures["mean_dice"] > 0.95
+    fraction = choose_threshold("val_defect_fraction", [val_labels], [val_scores])
+    pooled = choose_threshold("val_defect_fraction", [val_labels, test_labels], [val_scores, test_scores])
+    assert pooled.threshold > fraction.threshold + 0.1  # it uses exactly the arrays given: pass validation only
+    assert fraction.figures["predicted_defect_fraction"] == pytest.approx(fraction.figures["true_defect_fraction"])
+    fixed = choose_threshold(0.5, [val_labels], [val_scores])
+    assert fixed.threshold == 0.5 and fixed.rule == "fixed" and fixed.figures["n_voxels"] == 2000
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        choose_threshold("test_dice", [val_labels], [val_scores])
+    with pytest.raises(DataError, match="one label and one score"):
+        choose_threshold("val_dice", [], [])
+
+
+def test_a_fixed_half_threshold_under_calls_and_the_fraction_rule_does_not() -> None:
+    # calibrated-looking but shifted probabilities: defects (30%) mostly score 0.35-0.5, below a fixed 0.5
+    rng = np.random.default_rng(1)
+    labels = (rng.random(5000) < 0.3).astype(int)
+    scores = np.clip(0.25 + 0.2 * labels + rng.normal(0, 0.04, 5000), 0, 1)
+    fixed = patient_metrics(labels, scores, threshold=0.5)
+    chosen = choose_threshold("val_defect_fraction", [labels], [scores]).threshold
+    matched = patient_metrics(labels, scores, threshold=chosen)
+    assert fixed["sensitivity"] < 0.2 and matched["sensitivity"] > 0.9

@@ -51,7 +51,7 @@ def test_whole_pipeline_writes_report(finished_run):
         assert (report / name).is_file(), name
     with open(report / "table2.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["model"] for r in rows] == ["lstm", "lstm_raw", "lstm@paper"]
+    assert [r["model"] for r in rows] == ["lstm", "lstm_raw", "lstm@paper", "densest_inhale"]
     assert all(int(r["n_patients"]) == 4 for r in rows)
     for row in rows:
         assert 0.0 <= float(row["auc_mean"]) <= 1.0 and 0.0 <= float(row["dice_mean"]) <= 1.0
@@ -59,7 +59,7 @@ def test_whole_pipeline_writes_report(finished_run):
         per_patient = list(csv.DictReader(handle))
     assert {r["case"] for r in per_patient} == {f"Subject_{i:02d}" for i in range(1, 5)}
     # every patient is held out exactly once per model
-    assert len(per_patient) == 3 * 4
+    assert len(per_patient) == 4 * 4
 
 
 def test_second_run_skips_everything(finished_run):

@@ -175,7 +175,7 @@ def run(
 
 @app.command()
 def validate(config: ConfigArg, overrides: SetOption = None) -> None:
-    """Check the config and the data (files, phases, geometry) without computing anything."""
+    """Check the config and read all the data (files, phases, geometry, duplicates, HU, masks) without computing."""
     with _errors():
         from vent.stages import check_config
         from vent.stages.preprocess import PreprocessStage, cohort_subjects
@@ -188,11 +188,14 @@ def validate(config: ConfigArg, overrides: SetOption = None) -> None:
             check_config(ctx.config, n_cases=data.synthetic.cases)
             typer.echo(f"data: a synthetic cohort will be generated in {data.root} ({data.synthetic.cases} cases)")
             return
-        warnings = PreprocessStage().check(ctx)
+        warnings = PreprocessStage().check(ctx, voxels=True)
         subjects = cohort_subjects(ctx.config)
         check_config(ctx.config, n_cases=len(subjects))
         n_phases = len(next(iter(subjects.values())).phase_images)
-        typer.echo(f"data {data.root}: {len(subjects)} subjects, {n_phases} phases each, headers consistent")
+        typer.echo(
+            f"data {data.root}: {len(subjects)} subjects, {n_phases} phases each, headers consistent, "
+            "every file read in full (HU and masks plausible)"
+        )
         for reason_case, reason in data.exclude.items():
             typer.echo(f"  excluded {reason_case}: {reason}")
         for warning in warnings:
@@ -231,12 +234,40 @@ def synth(
         str, typer.Option("--size", help="tiny, demo or full (a real adult lung, ~600k voxels at 2 mm).")
     ] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
+    from_ct: Annotated[
+        Optional[Path],
+        typer.Option("--from-ct", help="Make a semi-real cohort from this real breath-hold CT instead (HU)."),
+    ] = None,
+    lung_mask: Annotated[
+        Optional[list[Path]],
+        typer.Option("--lung-mask", help="With --from-ct: lung mask(s) on the CT grid (repeat for left/right)."),
+    ] = None,
+    slab_mm: Annotated[
+        Optional[float],
+        typer.Option("--slab-mm", help="With --from-ct: lung kept above the dome in mm (default 36; 0 = whole lung)."),
+    ] = None,
 ) -> None:
-    """Write a realistic synthetic 4DCT cohort with reference ventilation images."""
+    """Write a realistic synthetic 4DCT cohort with reference ventilation images (or a semi-real one: --from-ct)."""
     with _errors():
         from vent.errors import ConfigError
         from vent.synth import write_synthetic_cohort
 
+        if from_ct is not None:
+            from dataclasses import replace
+
+            from vent.synth.from_ct import SemiRealSettings, write_semireal_cohort
+
+            if not lung_mask:
+                raise ConfigError("--from-ct needs at least one --lung-mask on the CT's grid")
+            for path in [from_ct, *lung_mask]:
+                if not path.is_file():
+                    raise ConfigError(f"{path} does not exist; pass an image SimpleITK reads")
+            settings = SemiRealSettings()
+            if slab_mm is not None:
+                settings = replace(settings, slab_mm=None if slab_mm == 0 else slab_mm)
+            folders = write_semireal_cohort(from_ct, list(lung_mask), out_dir, cases, seed=seed, settings=settings)
+            typer.echo(f"wrote {len(folders)} semi-real subjects to {out_dir}")
+            return
         if modality not in ("pet", "spect"):
             raise ConfigError(f"--modality {modality!r}: use 'pet' or 'spect'")
         if size not in ("tiny", "demo", "full"):

@@ -84,6 +84,11 @@ class GroundTruthConfig(_Section):
     tolerance: float = Field(0.01, gt=0.0, lt=1.0, description="Stop when the threshold moves less than this.")
     max_iterations: int = Field(100, ge=1)
     median_filter: bool = Field(False, description="3x3x3 median filter on the RefVI before thresholding.")
+    refvi_interpolation: Literal["masked", "linear"] = Field(
+        "masked",
+        description="'masked': normalised interpolation over RefVI lung voxels only, so the zeros outside the "
+        "RefVI mask do not pull border voxels down (vent.io.refvi); 'linear': plain linear, 0 outside (old).",
+    )
 
 
 class PreprocessConfig(_Section):
@@ -122,6 +127,12 @@ class RadiomicsConfig(_Section):
     kernel_mask: Literal["phase", "analysis"] = Field(
         "phase", description="Mask bounding the kernel: each phase's own lung mask, or the analysis mask."
     )
+    empty_kernel: Literal["analysis_mask", "nearest_phase", "drop"] = Field(
+        "analysis_mask",
+        description="A lung voxel whose kernel holds no lung voxel (or leaves a feature undefined) at a phase: "
+        "recompute it with the phase | analysis mask kernel, carry the nearest phase's values, or drop the voxel "
+        "(see vent.radiomics.lung_edge). Counts are recorded and reported.",
+    )
     features: list[str] | Literal["all"] = Field("all", description="Feature ids to compute, or 'all' (56).")
     dtype: Literal["float32", "float64"] = "float32"
     backend: Literal["auto", "numba", "torch"] = "auto"
@@ -154,6 +165,34 @@ class SelectConfig(_Section):
     cutoffs: list[float] | None = Field(None, description="Distance cut-offs swept; null = a default sweep.")
     max_voxels_per_case: int = Field(20000, ge=100, description="Voxels sampled per patient for the Spearman score.")
     target: Literal["defect", "refvi"] = Field("defect", description="Ground truth the representative must track.")
+    singleton_silhouette: Literal["one", "zero", "exclude"] = Field(
+        "one",
+        description="Silhouette of a one-feature cluster: 'one' (MATLAB; the study's 38 clusters at silhouette 0.79 "
+        "need it), 'zero' (Rousseeuw 1987, scikit-learn; caps 38 of 56 at 0.643), 'exclude' (left out of the mean).",
+    )
+    min_clusters: float = Field(
+        0.25, gt=0, description="Guard: fewest clusters (= features kept); a count, or a fraction of the features."
+    )
+    max_clusters: float | None = Field(
+        0.75, gt=0, description="Guard: most clusters; a count, or a fraction of the features; null = no ceiling."
+    )
+    max_cutoff: float | None = Field(
+        None, gt=0, le=1, description="Guard: largest cut-off distance 1 - |r| allowed; null = no bound."
+    )
+
+    @field_validator("min_clusters", "max_clusters")
+    @classmethod
+    def _count_or_fraction(cls, value: float | None) -> float | None:
+        if value is not None and value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a fraction below 1 nor a whole number of clusters")
+        return value
+
+    @model_validator(mode="after")
+    def _band_not_empty(self) -> SelectConfig:
+        same_kind = self.max_clusters is not None and (self.min_clusters < 1) == (self.max_clusters < 1)
+        if same_kind and self.max_clusters < self.min_clusters:
+            raise ValueError(f"max_clusters {self.max_clusters} is below min_clusters {self.min_clusters}")
+        return self
 
 
 class TransformerConfig(_Section):
@@ -184,8 +223,26 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     pos_weight: float | Literal["auto"] | None = Field(None, description="Positive-class weight; 'auto' = neg/pos.")
     max_voxels_per_case: int | None = Field(None, ge=1, description="Subsample training voxels per patient.")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Probability threshold for binary defects.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threshold: float | Literal["val_defect_fraction", "val_dice"] = Field(
+        "val_defect_fraction",
+        description="Binary-defect threshold, chosen per fold on its validation patients only: 'val_defect_fraction' "
+        "(predicted defect fraction = the validation ground truth's), 'val_dice' (best mean validation Dice on "
+        "0.01..0.99), or a fixed number in (0, 1). 0.5 under-calls 30% defects.",
+    )
+    no_learning_baseline: bool = Field(
+        True,
+        description="Also score the no-learning rule 'densest voxels at max inhale' (vent.baselines) on every test "
+        "patient, as a Table 2 row that every model must beat.",
+    )
+    edge_inputs: list[Literal["inside", "distance_mm", "kernel_lung_fraction"]] = Field(
+        default_factory=list,
+        description="Lung-edge positional sequences appended to every sequence model's inputs (the study's proposed "
+        "fix for edge effects): inside the phase's lung (0/1), signed distance to its surface (mm), lung fraction "
+        "of the kernel. Empty = the study's inputs.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' = CUDA if available, else CPU (the device used is recorded); 'cuda' must exist."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
     seed: int = 0
 
@@ -195,16 +252,38 @@ class TrainConfig(_Section):
             raise ValueError(f"reference_model {self.reference_model!r} must be one of models {self.models}")
         return self
 
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 < value < 1.0:
+            raise ValueError("a fixed threshold must be in (0, 1), or use 'val_defect_fraction' or 'val_dice'")
+        return value
+
 
 class ExplainConfig(_Section):
     """Temporal saliency (Integrated Gradients + the study's TSR variant) of the reference model."""
 
     method: Literal["study", "tsr"] = "study"
-    n_steps: int = Field(50, ge=2, description="Integrated Gradients steps.")
+    n_steps: int = Field(
+        50, ge=2, description="Integrated Gradients steps to start from; doubled per voxel until it converges."
+    )
+    completeness_tolerance: float = Field(
+        1e-3,
+        gt=0.0,
+        description="Largest IG completeness error |sum IG - (f(x) - f(0))| allowed for any explained voxel, in "
+        "probability units (absolute: the output is a probability, so every gap is at most 1).",
+    )
+    max_steps: int = Field(1024, ge=2, description="Most IG steps; a voxel still above tolerance here is warned.")
     voxels_per_class_per_case: int = Field(200, ge=1, description="Defect and healthy voxels explained per patient.")
     internal_batch_size: int = Field(4096, ge=1)
     top_k: int = Field(5, ge=1, description="Key sequences shown in the trend figure.")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps_within_max(self) -> ExplainConfig:
+        if self.max_steps < self.n_steps:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= n_steps ({self.n_steps})")
+        return self
 
 
 class ReportConfig(_Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -44,48 +45,82 @@ class Fold:
     test: list[str]
 
 
+def check_fold_sizes(n_cases: int, n_folds: int, val_fraction: float) -> None:
+    """Check that every fold can have >= 1 validation and >= 1 training patient, before any split or compute.
+
+    The largest test group holds ceil(n / K) patients, so the smallest fold keeps n_rest = n - ceil(n / K) non-test
+    patients; early stopping on validation patients needs n_rest >= 2 (one to train, one to validate) and
+    val_fraction > 0. Never falls back to early stopping on training patients.
+
+    Args:
+        n_cases: Number of patients in the cohort.
+        n_folds: ``cv.n_folds`` (K).
+        val_fraction: ``cv.val_fraction``.
+
+    Raises:
+        ConfigError: Naming cv.n_folds / cv.val_fraction, the cohort size and what to change.
+    """
+    if not 2 <= n_folds <= n_cases:
+        raise ConfigError(
+            f"cv.n_folds must be between 2 and the number of patients ({n_cases}); got {n_folds}"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(
+            f"cv.val_fraction must be in (0, 1) so every fold has validation patients for early stopping; "
+            f"got {val_fraction}"
+        )
+    n_rest = n_cases - math.ceil(n_cases / n_folds)
+    if n_rest < 2:
+        feasible = [k for k in range(2, n_cases + 1) if n_cases - math.ceil(n_cases / k) >= 2]
+        advice = (
+            f"set cv.n_folds to at least {feasible[0]}"
+            if feasible
+            else "add patients (at least 3 are needed)"
+        )
+        raise ConfigError(
+            f"with {n_cases} patients and cv.n_folds = {n_folds} (cv.val_fraction = {val_fraction:g}) a fold keeps "
+            f"only {n_rest} non-test patient(s), so it cannot have both a training and a validation patient for "
+            f"early stopping; {advice}"
+        )
+
+
 def make_patient_folds(
     case_ids: Sequence[str], n_folds: int = 5, val_fraction: float = 0.2, seed: int = 0
 ) -> list[Fold]:
     """Split patients into ``n_folds`` folds, seeded; the result does not depend on the order of ``case_ids``.
 
     The sorted case ids are permuted with the seed and cut into ``n_folds`` test groups of near-equal size (sizes
-    differ by at most one). For fold k the other patients are split into validation (round(val_fraction * n_rest),
-    at least 1 when val_fraction > 0 and at least 2 patients remain) and training.
+    differ by at most one). For fold k the n_rest other patients are split into validation,
+    n_val = min(max(1, round(val_fraction * n_rest)), n_rest - 1), and training (the rest). Every fold therefore has
+    at least one validation and one training patient; a cohort too small for that is an error
+    (:func:`check_fold_sizes`), never a silent early stop on training patients.
 
     Args:
         case_ids: Unique patient ids.
         n_folds: Number of folds, 2 <= n_folds <= number of patients.
-        val_fraction: Fraction of each fold's non-test patients used for validation, in [0, 1).
+        val_fraction: Fraction of each fold's non-test patients used for validation, in (0, 1).
         seed: Random seed.
 
     Returns:
         ``n_folds`` :class:`Fold` objects with sorted id lists.
 
     Raises:
-        ConfigError: Duplicate ids, or n_folds / val_fraction out of range.
+        ConfigError: Duplicate ids, n_folds / val_fraction out of range, or a fold left without a validation patient.
     """
     cases = sorted(str(c) for c in case_ids)
     duplicates = sorted({c for c in cases if cases.count(c) > 1})
     if duplicates:
         raise ConfigError(f"case ids must be unique; repeated: {duplicates}")
-    if not 2 <= n_folds <= len(cases):
-        raise ConfigError(
-            f"cv.n_folds must be between 2 and the number of patients ({len(cases)}); got {n_folds}"
-        )
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"cv.val_fraction must be in [0, 1); got {val_fraction}")
+    check_fold_sizes(len(cases), n_folds, val_fraction)
     rng = np.random.default_rng(seed)
     shuffled = [cases[i] for i in rng.permutation(len(cases))]
     test_groups = [list(group) for group in np.array_split(np.array(shuffled, dtype=object), n_folds)]
     folds = []
     for index, test in enumerate(test_groups):
         rest = [c for c in shuffled if c not in set(test)]
-        n_val = 0
-        if val_fraction > 0 and len(rest) >= 2:
-            n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
+        n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
         fold_rng = np.random.default_rng([seed, index, zlib.crc32(b"val")])
-        val = [rest[i] for i in fold_rng.choice(len(rest), n_val, replace=False)] if n_val else []
+        val = [rest[i] for i in fold_rng.choice(len(rest), n_val, replace=False)]
         train = [c for c in rest if c not in set(val)]
         folds.append(Fold(index=index, train=sorted(train), val=sorted(val), test=sorted(test)))
     validate_folds(folds, cases)
@@ -98,7 +133,7 @@ def validate_folds(folds: Sequence[Fold], case_ids: Sequence[str]) -> None:
 
     Checks: folds numbered 0..K-1; no unknown case; no case listed twice in a fold or in two of train/val/test of one
     fold; every case in every fold (train, val or test); every case a test case in exactly one fold; non-empty
-    train and test lists.
+    train, validation and test lists (early stopping never falls back to training patients).
 
     Args:
         folds: The folds to check.
@@ -133,6 +168,8 @@ def validate_folds(folds: Sequence[Fold], case_ids: Sequence[str]) -> None:
             problems.append(f"case(s) {absent} are missing from fold {fold.index} (not in train, val or test)")
         if not fold.train:
             problems.append(f"fold {fold.index} has no training case")
+        if not fold.val:
+            problems.append(f"fold {fold.index} has no validation case (early stopping needs one)")
         if not fold.test:
             problems.append(f"fold {fold.index} has no test case")
         for case in fold.test:

@@ -28,6 +28,7 @@ class OutlierClip:
     upper: float
     iterations: int
     n_outliers: int
+    converged: bool = True
 
 
 def iterative_outlier_clip(
@@ -42,21 +43,23 @@ def iterative_outlier_clip(
         values: 1D array of RefVI values inside the lung.
         n_sd: band half-width in SDs (study: 4).
         tolerance: relative change of the upper threshold that ends the iteration (study: 1%).
-        max_iterations: safety bound.
+        max_iterations: safety bound; stopping there is reported (``converged`` False), never hidden.
     """
     values = np.asarray(values, dtype=np.float64)
     lower, upper = -np.inf, np.inf
     iterations = 0
+    converged = False
     for iterations in range(1, max_iterations + 1):
         kept = values[(values >= lower) & (values <= upper)]
         mean, sd = float(kept.mean()), float(kept.std())
         new_lower, new_upper = mean - n_sd * sd, mean + n_sd * sd
-        converged = np.isfinite(upper) and abs(new_upper - upper) < tolerance * max(abs(upper), 1e-12)
+        converged = bool(np.isfinite(upper) and abs(new_upper - upper) < tolerance * max(abs(upper), 1e-12))
         lower, upper = new_lower, new_upper
         if converged or sd == 0.0:
+            converged = True
             break
     n_outliers = int(((values < lower) | (values > upper)).sum())
-    return OutlierClip(lower=lower, upper=upper, iterations=iterations, n_outliers=n_outliers)
+    return OutlierClip(lower=lower, upper=upper, iterations=iterations, n_outliers=n_outliers, converged=converged)
 
 
 def defect_threshold(clipped: np.ndarray, fraction: float, method: str) -> float:

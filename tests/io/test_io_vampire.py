@@ -1,10 +1,19 @@
 """The VAMPIRE layout reader: subject discovery and clear errors naming the file at fault."""
 
+import shutil
+
 import pytest
 import SimpleITK as sitk
 
 from vent.errors import ConfigError, DataError
-from vent.io.vampire import check_subject_headers, discover_subjects, find_subject_files
+from vent.io.hashing import file_sha256
+from vent.io.vampire import (
+    MIN_PHASES,
+    check_duplicate_subjects,
+    check_subject_headers,
+    discover_subjects,
+    find_subject_files,
+)
 
 
 def test_discovery_glob_and_exclude(phantom_cohort):
@@ -64,3 +73,56 @@ def test_truncated_file_is_named(phantom_cohort):
     files = find_subject_files(phantom_cohort, "Subject_01")
     with pytest.raises(DataError, match="PhaseImage_01.mha"):
         check_subject_headers(files)
+
+
+def test_flipped_direction_is_named(phantom_cohort):
+    path = phantom_cohort / "Subject_01" / "CT" / "PhaseImage_03.mha"
+    image = sitk.ReadImage(str(path))
+    image.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(path))
+    files = find_subject_files(phantom_cohort, "Subject_01")
+    with pytest.raises(DataError, match=r"PhaseImage_03.mha does not share the geometry .*direction \(-1.0") as error:
+        check_subject_headers(files)
+    assert "export the file again" in str(error.value)
+
+
+@pytest.mark.parametrize("n_phases", [1, 2])
+def test_fewer_than_three_phases_is_an_error(tmp_path, n_phases):
+    from phantoms import write_phantom_subject
+
+    write_phantom_subject(tmp_path / "Subject_01", n_phases=n_phases)
+    files = find_subject_files(tmp_path, "Subject_01")
+    with pytest.raises(DataError, match=f"holds {n_phases} phase image.*at least {MIN_PHASES}"):
+        check_subject_headers(files)
+
+
+def _cohort(root):
+    return {case: find_subject_files(root, case) for case in discover_subjects(root, None, {})}
+
+
+def test_distinct_subjects_are_not_duplicates(phantom_cohort):
+    check_duplicate_subjects(_cohort(phantom_cohort))
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda root: (root / "Subject_04").symlink_to(root / "Subject_01"), "resolve to the same folder"),
+        (lambda root: shutil.copytree(root / "Subject_01", root / "subject_01"), "differ only by case"),
+        (lambda root: shutil.copytree(root / "Subject_01", root / "Subject_04"), "identical first phase images"),
+    ],
+)
+def test_duplicate_subjects_name_both_folders(phantom_cohort, make, reason):
+    make(phantom_cohort)
+    hashed = []
+
+    def sha256(path):
+        hashed.append(path)
+        return file_sha256(path)
+
+    with pytest.raises(DataError, match=reason) as error:
+        check_duplicate_subjects(_cohort(phantom_cohort), sha256)
+    message = str(error.value)
+    assert "Subject_01 and " in message and "data.exclude" in message
+    assert ("Subject_04" in message) or ("subject_01" in message)
+    assert all(p.name == "PhaseImage_01.mha" for p in hashed)  # only the first phase is hashed

@@ -184,3 +184,43 @@ def test_bad_inputs_raise_clear_errors(make_id_cases, tmp_path: Path) -> None:
         h5["features"][7, 2, 3] = np.nan
     with pytest.raises(DataError, match="NaN"):
         list(VoxelBatches(paths, None, "radiomics", None, batch_size=32))
+
+
+def test_edge_channels_are_appended_after_the_features(tmp_path):
+    """The lung-edge sequences (/edge, written by the io writer) come after the selected features, in order."""
+    from vent.io.artifacts import create_radiomics_case, write_radiomics_voxel_data
+    from vent.models.data import VoxelBatches, edge_channel_index, read_voxel_inputs
+
+    rng = np.random.default_rng(0)
+    n, t, f = 300, 4, 5
+    features = rng.normal(size=(n, t, f)).astype(np.float32)
+    edge = rng.normal(size=(n, t, 3)).astype(np.float32)
+    labels = (rng.random(n) < 0.3).astype(np.uint8)
+    path = tmp_path / "case.h5"
+    with h5py.File(path, "w") as handle:
+        create_radiomics_case(handle, n, t, [f"f{i}" for i in range(f)], [""] * f, {"case_id": "case"})[...] = features
+        write_radiomics_voxel_data(handle, features[:, :, 0], labels, np.zeros(n), np.zeros((n, 3)), edge_ntc=edge)
+    index = edge_channel_index(path, ["kernel_lung_fraction", "inside"])
+    assert index == [2, 0]
+    batches = VoxelBatches([path], [1, 3], "radiomics", None, batch_size=1000, edge_index=index)
+    assert batches.n_inputs == 4
+    x, _ = next(iter(batches))
+    np.testing.assert_array_equal(x.numpy()[:, :, :2], features[:, :, [1, 3]])
+    np.testing.assert_array_equal(x.numpy()[:, :, 2:], edge[:, :, [2, 0]])
+    rows = np.array([5, 17, 250])
+    np.testing.assert_array_equal(read_voxel_inputs(path, rows, "radiomics", [1, 3], index), x.numpy()[rows])
+    raw = read_voxel_inputs(path, rows, "raw", None, [1])
+    np.testing.assert_array_equal(raw[:, :, 0], features[rows, :, 0])
+    np.testing.assert_array_equal(raw[:, :, 1], edge[rows][:, :, 1])
+
+
+def test_edge_inputs_need_the_edge_dataset(tmp_path):
+    from vent.errors import ArtifactError
+    from vent.models.data import edge_channel_index
+
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as handle:  # a radiomics file written before /edge existed
+        handle.create_dataset("features", data=np.zeros((10, 3, 2), np.float32))
+    assert edge_channel_index(path, []) is None
+    with pytest.raises(ArtifactError, match="re-run the radiomics stage"):
+        edge_channel_index(path, ["inside"])

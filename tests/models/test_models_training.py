@@ -140,6 +140,22 @@ def test_interrupted_fit_resumes_to_the_same_weights(make_separable_cases, tmp_p
             checkpoint_path=checkpoint)
     with pytest.raises(ArtifactError, match="architecture"):
         fit(build_model("lstm", 4, 5, hidden=(8,)), train, val, settings, checkpoint_path=checkpoint)
+    # same weight shapes, other spec (dropout): a silent resume would train another model
+    with pytest.raises(ArtifactError, match="another model architecture"):
+        fit(build_model("lstm", 4, 5, hidden=(16, 8), dropout=0.1), train, val, settings, checkpoint_path=checkpoint)
+    # pos_weight changed: the checkpoint's loss weight must not be kept silently
+    weighted = TrainSettings(lr=3e-3, batch_size=128, max_epochs=4, patience=10, seed=11, pos_weight=2.0)
+    with pytest.raises(ArtifactError, match="pos_weight"):
+        fit(resumed, train, val, weighted, checkpoint_path=checkpoint)
+
+
+def test_an_unavailable_cuda_device_is_an_error_naming_train_device(monkeypatch) -> None:
+    from vent.models.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.device is 'cuda'.*'auto'"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")  # 'auto' resolves, and fit records the device used
 
 
 def test_settings_are_validated() -> None:

@@ -42,7 +42,10 @@ def test_cophenetic_and_silhouette_equal_scipy_and_sklearn(linkage):
     rng = np.random.default_rng(3)
     data = rng.normal(size=(400, 9)) @ rng.normal(size=(9, 9))
     corr = np.corrcoef(data, rowvar=False)
-    result = cluster_features(corr, linkage=linkage, cutoffs=np.linspace(0.05, 0.95, 19))
+    # scikit-learn's convention (singletons score 0) and no guard: the plain best-silhouette cut.
+    result = cluster_features(
+        corr, linkage=linkage, cutoffs=np.linspace(0.05, 0.95, 19), singleton="zero", min_clusters=2, max_clusters=None
+    )
 
     distance = 1.0 - np.abs(corr)
     np.fill_diagonal(distance, 0.0)

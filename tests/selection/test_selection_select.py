@@ -84,6 +84,13 @@ def test_selects_planted_representative_and_excludes_constant(cohort):
 
     summary = json.loads(json.dumps(result.to_dict()))
     assert summary["selected"] == result.selected and summary["cases"] == ["case0.h5", "case1.h5", "case2.h5"]
+    assert summary["singleton_silhouette"] == result.singleton == "one"
+    assert set(summary["by_convention"]) == {"zero", "one", "exclude"}
+    assert summary["by_convention"]["one"]["selected"] and summary["by_convention"]["one"]["cutoff"] == result.cutoff
+    assert summary["silhouette_by_convention"]["one"] == pytest.approx(result.silhouette)
+    assert summary["guard"]["min_clusters"] == 3 and summary["guard"]["max_clusters"] == 6  # 0.25 and 0.75 of 9
+    assert all(set(p) >= {"cutoff", "n_clusters", "silhouette", "silhouette_by_convention", "eligible"}
+               for p in summary["sweep"])
 
 
 def test_opens_only_the_files_it_was_given(cohort, monkeypatch):

@@ -44,7 +44,11 @@ def test_refvi_resampled_in_physical_space(phantom_cohort, tmp_path):
 def test_defects_are_lowest_refvi(phantom_cohort, tmp_path):
     case = preprocess_subject(find_subject_files(phantom_cohort, "Subject_01"), _config(phantom_cohort, tmp_path))
     lung = case.lung_mask_zyx > 0
-    assert case.defect_zyx[lung].mean() == pytest.approx(0.3, abs=0.02)
+    # the phantom's RefVI is linear in x, so every 2 mm x-plane shares one value: the lowest 30% by volume may
+    # overshoot by the voxels tied at the threshold, never by more
+    values = case.refvi_zyx[lung]
+    tied = float(np.isclose(values, case.attrs["gt_threshold"], rtol=0, atol=1e-4).mean())
+    assert 0.28 <= case.defect_zyx[lung].mean() <= 0.32 + tied
     assert case.refvi_zyx[lung & (case.defect_zyx > 0)].max() <= case.refvi_zyx[lung & (case.defect_zyx == 0)].min()
 
 
@@ -79,7 +83,8 @@ def test_non_overlapping_refvi_is_an_error(tmp_path):
 
     root = tmp_path / "study"
     write_phantom_subject(root / "Subject_01", refvi_offset_mm=(200.0, 0.0, 0.0))
-    with pytest.raises(DataError, match="analysed lung voxels.*overlap"):
+    # the phantom's lung is fixed in physical space, so a RefVI grid moved 200 mm away has an empty VentMask
+    with pytest.raises(DataError, match=r"VentMask.mha is empty|analysed lung voxels.*overlap"):
         preprocess_subject(find_subject_files(root, "Subject_01"), _config(root, tmp_path))
 
 

@@ -21,7 +21,10 @@ grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is
     /labels        (N,) uint8             ground-truth defect
     /refvi         (N,) float32           reference ventilation at the voxel
     /coords        (N, 3) int32           (z, y, x)
-    attrs: case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order
+    /edge          (N, T, 3) float32      lung-edge sequences: inside, distance_mm, kernel_lung_fraction
+                                          (``vent.radiomics.lung_edge``; attribute ``channels``)
+    attrs: case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order, exhale_phase,
+           inhale_phase, empty_kernel (JSON: policy and per-phase counts)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = [
     "read_preprocessed_case",
     "create_radiomics_case",
     "write_radiomics_voxel_data",
+    "compact_radiomics_case",
+    "EDGE_CHANNELS",
     "read_attrs",
     "string_list",
     "VOXEL_CHUNK",
@@ -156,9 +161,19 @@ def create_radiomics_case(
     return features
 
 
+EDGE_CHANNELS = ("inside", "distance_mm", "kernel_lung_fraction")
+_VOXEL_DATASETS = ("intensity", "labels", "refvi", "coords", "edge")
+
+
 def write_radiomics_voxel_data(
-    handle: h5py.File, intensity_nt: np.ndarray, labels: np.ndarray, refvi: np.ndarray, coords_zyx: np.ndarray
+    handle: h5py.File,
+    intensity_nt: np.ndarray,
+    labels: np.ndarray,
+    refvi: np.ndarray,
+    coords_zyx: np.ndarray,
+    edge_ntc: np.ndarray | None = None,
 ) -> None:
+    """Write the per-voxel datasets beside ``/features`` (``edge_ntc``: the lung-edge sequences, optional)."""
     n = len(labels)
     chunk = max(1, min(VOXEL_CHUNK, n))
     handle.create_dataset(
@@ -167,6 +182,47 @@ def write_radiomics_voxel_data(
     handle.create_dataset("labels", data=labels.astype(np.uint8), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("refvi", data=refvi.astype(np.float32), chunks=(chunk,), **_COMPRESSION)
     handle.create_dataset("coords", data=coords_zyx.astype(np.int32), chunks=(chunk, 3), **_COMPRESSION)
+    if edge_ntc is not None:
+        edge = handle.create_dataset(
+            "edge", data=edge_ntc.astype(np.float32), chunks=(chunk,) + edge_ntc.shape[1:], **_COMPRESSION
+        )
+        _set_attrs(edge, {"channels": list(EDGE_CHANNELS), "axis_order": "voxel,t,channel"})
+
+
+def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
+    """Rewrite a radiomics file in place keeping only the voxels where ``keep`` is True (streamed by chunks).
+
+    Used when voxels are left out of the analysis after their features were written (``radiomics.empty_kernel``);
+    the rewrite goes to a temporary file renamed over ``path``, so ``path`` is never half-written.
+    """
+    import os
+    import uuid
+
+    keep = np.asarray(keep, dtype=bool)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    kept_index = np.flatnonzero(keep)
+    try:
+        with h5py.File(path, "r") as source, h5py.File(tmp, "w") as target:
+            for key, value in source.attrs.items():
+                target.attrs[key] = value
+            for name in ("features", *_VOXEL_DATASETS):
+                if name not in source:
+                    continue
+                data = source[name]
+                chunks = (max(1, min(VOXEL_CHUNK, len(kept_index))),) + data.shape[1:]
+                out = target.create_dataset(
+                    name, shape=(len(kept_index),) + data.shape[1:], dtype=data.dtype, chunks=chunks, **_COMPRESSION
+                )
+                for key, value in data.attrs.items():
+                    out.attrs[key] = value
+                for lo in range(0, len(kept_index), VOXEL_CHUNK):
+                    rows = kept_index[lo : lo + VOXEL_CHUNK]
+                    block = data[int(rows[0]) : int(rows[-1]) + 1]
+                    out[lo : lo + len(rows)] = block[rows - rows[0]]
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def string_list(values: Any) -> list[str]:

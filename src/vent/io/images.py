@@ -8,7 +8,11 @@ are physical (x, y, z) in mm; directions are 3x3 row-major cosine matrices as Si
 
 from __future__ import annotations
 
+import gzip
+import logging
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +20,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from vent.errors import DataError
+from vent.io.checks import check_ct_intensities, check_lung_mask
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Grid",
     "read_image",
+    "read_ct",
+    "read_lung_mask",
     "grid_of",
     "make_isotropic_grid",
     "resample_to_grid",
@@ -102,7 +111,8 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
         allow_nan: accept NaN/inf values (the caller checks where they are).
 
     Raises:
-        DataError: the file is missing, unreadable, not 3D, or holds NaN/inf values.
+        DataError: the file is missing, unreadable, truncated, not 3D, or holds NaN/inf values. The voxels are
+            read, so a file cut short is caught here (for NIfTI, whose reader pads it with zeros, by its length).
     """
     path = Path(path)
     if not path.is_file():
@@ -110,8 +120,13 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown reason"
-        raise DataError(f"{what} {path} could not be read by SimpleITK ({first}); is the file complete?") from None
+        log.debug("SimpleITK could not read %s: %s", path, error)
+        raise DataError(
+            f"{what} {path} could not be read by SimpleITK: it is truncated, corrupt or not an image. Copy or export "
+            "the file again, or leave the subject out with data.exclude and a reason"
+        ) from None
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path, what)
     if image.GetDimension() != 3:
         raise DataError(f"{what} {path} is {image.GetDimension()}D; vent needs one 3D volume per file")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -124,6 +139,83 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
             n_bad = int((~np.isfinite(values)).sum())
             raise DataError(f"{what} {path} holds {n_bad} NaN or infinite values; fix or mask them before running vent")
     return image
+
+
+def read_lung_mask(path: Path, what: str = "lung mask") -> tuple[sitk.Image, str | None]:
+    """Read a lung mask and apply the mask rule of ``vent.io.checks.check_lung_mask`` (lung = value > 0).
+
+    Returns:
+        The image as stored, and a warning for left/right labels {0, 1, 2} (None for a binary mask).
+
+    Raises:
+        DataError: the file is unreadable, truncated, or not a plausible lung mask; the message names it.
+    """
+    image = read_image(path, what)
+    return image, check_lung_mask(sitk.GetArrayViewFromImage(image), Path(path))
+
+
+def read_ct(path: Path, what: str = "CT image", lung_mask: sitk.Image | None = None) -> sitk.Image:
+    """Read a CT image and check that its values are plausible Hounsfield units (``check_ct_intensities``).
+
+    Args:
+        path: the CT file.
+        what: what the file is, for the message.
+        lung_mask: the lung mask on the same grid (from ``read_lung_mask``), for the median-HU-in-lung check.
+
+    Raises:
+        DataError: the file is unreadable, truncated, holds NaN, or implausible HU; the message names it.
+    """
+    image = read_image(path, what)
+    lung = None if lung_mask is None else sitk.GetArrayViewFromImage(lung_mask)
+    check_ct_intensities(sitk.GetArrayViewFromImage(image), Path(path), lung)
+    return image
+
+
+def _nifti_data_bytes(header: bytes) -> int | None:
+    """``vox_offset + voxels * bytes per voxel`` from a NIfTI-1 or NIfTI-2 header; None if it is neither."""
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(f"{order}i", header[:4])[0] == 348:
+            dims = struct.unpack(f"{order}8h", header[40:56])
+            bitpix = struct.unpack(f"{order}h", header[72:74])[0]
+            offset = int(struct.unpack(f"{order}f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(f"{order}i", header[:4])[0] == 540:
+            bitpix = struct.unpack(f"{order}h", header[14:16])[0]
+            dims = struct.unpack(f"{order}8q", header[16:80])
+            offset = struct.unpack(f"{order}q", header[168:176])[0]
+            break
+    else:
+        return None
+    n_dims = min(max(int(dims[0]), 0), 7)
+    return max(offset, 0) + math.prod(max(int(d), 1) for d in dims[1 : n_dims + 1]) * max(int(bitpix), 0) // 8
+
+
+def _check_nifti_complete(path: Path, what: str) -> None:
+    """Raise DataError when a NIfTI file holds fewer bytes than its header promises.
+
+    SimpleITK reads a truncated ``.nii`` or ``.nii.gz`` without complaint and fills the missing voxels with zeros, so
+    the file's length (decompressed, for ``.nii.gz``) is compared with the header's data size.
+    """
+    truncated = f"{what} {path} is truncated"
+    if path.name.lower().endswith(".gz"):
+        n_bytes, header = 0, b""
+        try:
+            with gzip.open(path, "rb") as handle:
+                while block := handle.read(1 << 22):
+                    if len(header) < 540:
+                        header += block[: 540 - len(header)]
+                    n_bytes += len(block)
+        except (EOFError, OSError, zlib.error):
+            raise DataError(f"{truncated} (its gzip stream ends early); copy or export the file again") from None
+    else:
+        n_bytes = path.stat().st_size
+        with open(path, "rb") as handle:
+            header = handle.read(540)
+    expected = _nifti_data_bytes(header)
+    if expected is not None and n_bytes < expected:
+        raise DataError(
+            f"{truncated}: it holds {n_bytes} bytes but its header describes {expected}; copy or export the file again"
+        )
 
 
 def make_isotropic_grid(reference: Grid, spacing_mm_xyz: tuple[float, float, float]) -> Grid:

@@ -1,4 +1,4 @@
-"""The VAMPIRE folder layout: finding subjects and their files, and checking them without loading voxels.
+"""The VAMPIRE folder layout: finding subjects and their files, and checking them from headers and hashes.
 
 Layout (one study folder, e.g. ``VAMPIRE_FullDatabase_MHA/Study01_Galligas-PET``)::
 
@@ -9,20 +9,36 @@ Layout (one study folder, e.g. ``VAMPIRE_FullDatabase_MHA/Study01_Galligas-PET``
     Subject_XX/GT/VentMask.mha                              lung mask on the RefVI grid
 
 Any extension SimpleITK reads is accepted (``.mha``, ``.mhd``, ``.nii``, ``.nii.gz``, ``.nrrd``).
+
+Checks made here, before any voxel is read (``vent validate`` and ``vent run`` alike): at least ``MIN_PHASES``
+phases, one phase count for the cohort, one grid (size, spacing, origin, direction) for every phase and mask of a
+subject, and no subject twice (``check_duplicate_subjects``). The voxel checks are in ``vent.io.checks``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from vent.errors import ConfigError, DataError
+from vent.io.hashing import file_sha256
 
-__all__ = ["SubjectFiles", "discover_subjects", "find_subject_files", "check_subject_headers"]
+__all__ = [
+    "MIN_PHASES",
+    "SubjectFiles",
+    "discover_subjects",
+    "find_subject_files",
+    "check_subject_headers",
+    "check_duplicate_subjects",
+]
+
+MIN_PHASES = 3
+"""Fewest phases a subject may have: a radiomic *sequence* over fewer than 3 breathing phases carries no trend."""
 
 _EXTENSIONS = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 _PHASE_RE = re.compile(r"^PhaseImage_(\d+)$")
@@ -151,13 +167,21 @@ def _header(path: Path) -> sitk.ImageFileReader:
         reader.ReadImageInformation()
     except RuntimeError:
         raise DataError(
-            f"{path} could not be read by SimpleITK; is the file complete and in a supported format?"
+            f"{path} could not be read by SimpleITK: it is corrupt or not in a supported format (.mha, .mhd, .nii, "
+            ".nii.gz, .nrrd). Copy or export the file again, or leave the subject out with data.exclude"
         ) from None
     return reader
 
 
+def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) + 0.0 for v in values)
+
+
 def check_subject_headers(files: SubjectFiles, expected_phases: int | None = None) -> list[str]:
     """Check a subject from file headers only (no voxels): phase count, 3D, one geometry for all phases and masks.
+
+    The geometry is size, spacing (1e-3 mm), origin (1e-2 mm) and direction cosines (1e-3), each compared with the
+    first phase image's.
 
     Returns:
         Warnings (not errors) worth showing to the user.
@@ -165,6 +189,12 @@ def check_subject_headers(files: SubjectFiles, expected_phases: int | None = Non
         DataError: naming the file at fault.
     """
     warnings = []
+    if len(files.phase_images) < MIN_PHASES:
+        raise DataError(
+            f"{files.folder / 'CT'} holds {len(files.phase_images)} phase image(s) ({files.phase_images[0].name}...); "
+            f"vent models each voxel as a sequence over the breathing cycle, which needs at least {MIN_PHASES} "
+            "phases. Add the missing PhaseImage_NN/PhaseMask_NN files or leave the subject out with data.exclude"
+        )
     if expected_phases is not None and len(files.phase_images) != expected_phases:
         raise DataError(
             f"{files.case_id} has {len(files.phase_images)} phases but other subjects have {expected_phases}; "
@@ -185,10 +215,13 @@ def check_subject_headers(files: SubjectFiles, expected_phases: int | None = Non
             problems.append(f"spacing {other.GetSpacing()} vs {reference.GetSpacing()}")
         if any(abs(a - b) > 1e-2 for a, b in zip(other.GetOrigin(), reference.GetOrigin())):
             problems.append(f"origin {other.GetOrigin()} vs {reference.GetOrigin()}")
+        if any(abs(a - b) > 1e-3 for a, b in zip(other.GetDirection(), reference.GetDirection())):
+            problems.append(f"direction {_rounded(other.GetDirection())} vs {_rounded(reference.GetDirection())}")
         if problems:
             raise DataError(
                 f"{path} does not share the geometry of {reference_path}: {'; '.join(problems)}. All phases and "
-                "masks of a subject must lie on one grid."
+                "masks of a subject must lie on one grid: export the file again on the grid of the first phase, "
+                "or leave the subject out with data.exclude and a reason"
             )
     vent = _header(files.vent_image)
     if files.vent_mask is not None:
@@ -202,3 +235,37 @@ def check_subject_headers(files: SubjectFiles, expected_phases: int | None = Non
     if files.average_image is None:
         warnings.append(f"{files.case_id}: no CT/AverageImage; the first phase's grid is the subject's reference grid")
     return warnings
+
+
+def check_duplicate_subjects(
+    subjects: Mapping[str, SubjectFiles], sha256: Callable[[Path], str] = file_sha256
+) -> None:
+    """Raise DataError when one patient appears under two subject folders, naming both folders.
+
+    Two folders are the same subject when they resolve to the same path (a symlink), when their names differ only
+    by case (``Subject_01``, ``subject_01``), or when their first phase images have the same SHA-256 (a copy).
+    Otherwise the patient would be counted twice and could land on both sides of a cross-validation split.
+
+    Args:
+        subjects: ``{case_id: files}`` of the cohort (after ``data.subjects`` and ``data.exclude``).
+        sha256: the content hash of a file; pass the run's cached hasher (``RunContext.hashes().sha256``) so that
+            files already hashed for the fingerprints are not read again.
+
+    Raises:
+        DataError: naming both folders and saying to remove one or to list one in ``data.exclude``.
+    """
+    checks: tuple[tuple[str, Callable[[SubjectFiles], object]], ...] = (
+        ("resolve to the same folder", lambda files: files.folder.resolve()),
+        ("have names that differ only by case", lambda files: files.case_id.casefold()),
+        ("hold identical first phase images (same SHA-256)", lambda files: sha256(files.phase_images[0])),
+    )
+    for reason, key_of in checks:
+        seen: dict[object, SubjectFiles] = {}
+        for files in subjects.values():
+            other = seen.setdefault(key_of(files), files)
+            if other is not files:
+                raise DataError(
+                    f"subject folders {other.folder} and {files.folder} {reason}: they are one patient counted "
+                    "twice, which would put it on both sides of a cross-validation split. Remove one folder, or "
+                    f"leave one out with data.exclude: {{{files.case_id}: \"duplicate of {other.case_id}\"}}"
+                )

@@ -5,6 +5,8 @@ Reads ``<run_dir>/radiomics/<case>.h5`` as written by the radiomics stage:
 - ``/features``  (n_voxels, T, F) float32, chunked along voxels; T phases in breathing order, F features.
 - ``/intensity`` (n_voxels, T) float32, raw CT value in HU per phase (input kind ``"raw"``, read as (n, T, 1)).
 - ``/labels``    (n_voxels,) uint8, ground-truth defect (1) or healthy (0).
+- ``/edge``      (n_voxels, T, 3) float32, the lung-edge positional sequences (``vent.radiomics.lung_edge``); the
+  channels chosen by ``edge_index`` are appended after the features (the study's proposed positional input).
 
 Reads are whole row blocks aligned to the HDF5 chunks (contiguous, no fancy indexing in HDF5); feature selection and
 voxel subsampling happen in memory on the block. A shuffled epoch visits the blocks of all patients in a random
@@ -136,17 +138,45 @@ def select_case_voxels(labels: np.ndarray, max_voxels: int | None, seed: int, ca
     return np.sort(chosen).astype(np.int64)
 
 
+EDGE_DATASET = "edge"
+
+
+def edge_channel_index(path: str | Path, channels: Sequence[str]) -> list[int] | None:
+    """Positions of the named lung-edge channels in a radiomics file's ``/edge`` (``None`` when none is asked)."""
+    if not channels:
+        return None
+    with h5py.File(path, "r") as h5:
+        if EDGE_DATASET not in h5:
+            raise ArtifactError(
+                f"{path} has no /{EDGE_DATASET} dataset (lung-edge sequences) but train.edge_inputs asks for "
+                f"{list(channels)}; re-run the radiomics stage (vent run CONFIG --from radiomics --force)"
+            )
+        names = [c.decode() if isinstance(c, bytes) else str(c) for c in h5[EDGE_DATASET].attrs["channels"]]
+    unknown = [c for c in channels if c not in names]
+    if unknown:
+        raise ConfigError(f"train.edge_inputs: unknown channel(s) {unknown}; the radiomics file holds {names}")
+    return [names.index(c) for c in channels]
+
+
 def _read_block(
-    path: Path, input_kind: InputKind, start: int, stop: int, feature_index: np.ndarray | None
+    path: Path,
+    input_kind: InputKind,
+    start: int,
+    stop: int,
+    feature_index: np.ndarray | None,
+    edge_index: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read rows [start, stop) of one file: x (n, T, F_sel) float32 and labels (n,) uint8."""
+    """Read rows [start, stop) of one file: x (n, T, F_sel + E) float32 and labels (n,) uint8."""
     with h5py.File(path, "r") as h5:
         data = h5[INPUT_DATASETS[input_kind]][start:stop]
         labels = h5[LABEL_DATASET][start:stop]
+        edge = h5[EDGE_DATASET][start:stop][:, :, list(edge_index)] if edge_index else None
     if input_kind == "raw":
         data = data[:, :, None]
     elif feature_index is not None:
         data = data[:, :, feature_index]
+    if edge is not None:
+        data = np.concatenate([data, edge], axis=2)
     data = np.ascontiguousarray(data, dtype=np.float32)
     if not np.isfinite(data).all():
         bad = int(np.count_nonzero(~np.isfinite(data).all(axis=(1, 2))))
@@ -159,6 +189,29 @@ def _read_block(
             f"{path}: /{LABEL_DATASET} must hold 0/1 values; found {int(labels.max())} in rows {start}-{stop}"
         )
     return data, labels
+
+
+def read_voxel_inputs(
+    path: str | Path,
+    rows: np.ndarray,
+    input_kind: InputKind,
+    feature_index: Sequence[int] | None,
+    edge_index: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Model inputs (n, T, F_sel + E) float32, unstandardised, of the given rows (sorted) of one file.
+
+    The same layout as the training batches (selected features, or the raw intensity, then the edge channels), so
+    explanation and prediction feed a model exactly what it was trained on.
+    """
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    index = None if feature_index is None or input_kind == "raw" else np.asarray(list(feature_index), dtype=np.int64)
+    with h5py.File(path, "r") as h5:
+        data = h5[INPUT_DATASETS[input_kind]][rows]
+        edge = h5[EDGE_DATASET][rows][:, :, list(edge_index)] if edge_index else None
+    data = data[:, :, None] if input_kind == "raw" else (data if index is None else data[:, :, index])
+    if edge is not None:
+        data = np.concatenate([data, edge], axis=2)
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def _read_labels(path: Path) -> np.ndarray:
@@ -313,6 +366,7 @@ def fit_standardiser(
     input_kind: InputKind = "radiomics",
     max_voxels_per_case: int | None = None,
     seed: int = 0,
+    edge_index: Sequence[int] | None = None,
 ) -> Standardiser:
     """Fit per-feature mean and std over the training patients, streaming block by block.
 
@@ -325,6 +379,7 @@ def fit_standardiser(
         input_kind: ``"radiomics"`` or ``"raw"``.
         max_voxels_per_case: Optional per-patient voxel subsample.
         seed: Subsample seed.
+        edge_index: Lung-edge channels appended to the inputs (see :func:`edge_channel_index`), or ``None``.
 
     Returns:
         The fitted :class:`Standardiser` (statistics pooled over voxels and phases).
@@ -340,7 +395,7 @@ def fit_standardiser(
         if max_voxels_per_case is not None:
             selected = select_case_voxels(_read_labels(info.path), max_voxels_per_case, seed, info.path.stem)
         for start, stop, rows in _case_blocks(info, selected):
-            block, _ = _read_block(info.path, input_kind, start, stop, index)
+            block, _ = _read_block(info.path, input_kind, start, stop, index, edge_index)
             if rows is not None:
                 block = block[rows]
             values = block.reshape(-1, block.shape[-1]).astype(np.float64)
@@ -391,6 +446,7 @@ class VoxelBatches:
         seed: Seed of the shuffle and of the voxel subsample.
         max_voxels_per_case: Stratified random subsample per patient, fixed across epochs (``None`` = all voxels).
         buffer_voxels: Voxels collected before a shuffle permutation (memory bound when shuffling).
+        edge_index: Lung-edge channels appended after the features (see :func:`edge_channel_index`), or ``None``.
     """
 
     def __init__(
@@ -404,6 +460,7 @@ class VoxelBatches:
         seed: int = 0,
         max_voxels_per_case: int | None = None,
         buffer_voxels: int = 65536,
+        edge_index: Sequence[int] | None = None,
     ) -> None:
         if not paths:
             raise ConfigError("VoxelBatches needs at least one radiomics file; got none")
@@ -422,7 +479,8 @@ class VoxelBatches:
             if input_kind == "radiomics"
             else None
         )
-        n_inputs = self.infos[0].n_features if self.feature_index is None else self.feature_index.size
+        self.edge_index = list(edge_index) if edge_index else None
+        n_inputs = self.n_inputs
         if standardiser is not None and standardiser.mean.size != n_inputs:
             raise ConfigError(
                 f"standardiser has {standardiser.mean.size} features but the batches have {n_inputs}; "
@@ -455,8 +513,9 @@ class VoxelBatches:
 
     @property
     def n_inputs(self) -> int:
-        """Inputs per phase F_sel of the yielded batches."""
-        return self.infos[0].n_features if self.feature_index is None else int(self.feature_index.size)
+        """Inputs per phase F_sel + E of the yielded batches (selected features, then edge channels)."""
+        n_features = self.infos[0].n_features if self.feature_index is None else int(self.feature_index.size)
+        return n_features + (len(self.edge_index) if self.edge_index else 0)
 
     @property
     def case_voxel_counts(self) -> list[int]:
@@ -495,7 +554,9 @@ class VoxelBatches:
 
     def _load(self, block: tuple[int, int, int, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         case_number, start, stop, rows = block
-        x, y = _read_block(self.infos[case_number].path, self.input_kind, start, stop, self.feature_index)
+        x, y = _read_block(
+            self.infos[case_number].path, self.input_kind, start, stop, self.feature_index, self.edge_index
+        )
         if rows is not None:
             x, y = x[rows], y[rows]
         if self.standardiser is not None:

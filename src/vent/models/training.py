@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 
 # Settings that must match for a checkpoint to be resumed (others, e.g. max_epochs or patience, may change).
-_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay")
+# pos_weight is one of them: a resumed fold would otherwise keep the checkpoint's loss weight without saying so.
+_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay", "pos_weight")
 
 
 @dataclass
@@ -118,16 +119,28 @@ class FitResult:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """Return the torch device for ``device`` ("auto" = CUDA if available, else CPU).
+    """Return the torch device for ``device`` ("auto" = CUDA if available, else CPU; the caller records which).
+
+    Never falls back: an explicit CUDA device that is absent is an error, not a silent switch to the CPU.
 
     Raises:
-        ConfigError: CUDA was asked for but is not available.
+        ConfigError: CUDA (or CUDA device N) was asked for but is not available.
     """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        logger.info("train.device 'auto' resolved to %s", chosen)
+        return chosen
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(device)
+        raise ConfigError(
+            f"train.device is {device!r} but CUDA is not available on this machine; set train.device to 'auto' "
+            "(CUDA when present, else CPU; the device used is recorded) or 'cpu'"
+        )
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist; use 'cuda:0'"
+        )
+    return target
 
 
 def _resolve_pos_weight(setting: float | str | None, train_batches: Iterable) -> float | None:
@@ -161,6 +174,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    elif "cuda" in state:
+        logger.warning("the checkpoint was written with CUDA, resumed without it: weights will not be bit-identical")
 
 
 def save_checkpoint_atomic(state: dict[str, Any], path: Path) -> None:
@@ -272,6 +287,12 @@ def fit(
             raise ArtifactError(
                 f"checkpoint {checkpoint_path} was written with different settings ({', '.join(changed)}); "
                 "delete it to retrain this fold with the new settings"
+            )
+        spec = getattr(model, "spec", None)
+        if checkpoint.get("model_spec") is not None and spec is not None and checkpoint["model_spec"] != spec:
+            raise ArtifactError(
+                f"checkpoint {checkpoint_path} was written for another model architecture "
+                f"({checkpoint['model_spec']}, not {spec}); delete it to retrain this fold"
             )
         try:
             model.load_state_dict(checkpoint["model"])

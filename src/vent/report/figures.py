@@ -47,14 +47,24 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Pa
     return _save(fig, path)
 
 
-def saliency_figure(mean_map_tn: np.ndarray, feature_ids: Sequence[str], path: Path, title: str) -> Path:
-    """Averaged temporal saliency map: phases x radiomic sequences."""
+def _phase_labels(n_phases: int, phase_labels: Sequence[str] | None) -> list[str]:
+    return list(phase_labels) if phase_labels is not None else [f"phase {t + 1}" for t in range(n_phases)]
+
+
+def saliency_figure(
+    mean_map_tn: np.ndarray,
+    feature_ids: Sequence[str],
+    path: Path,
+    title: str,
+    phase_labels: Sequence[str] | None = None,
+) -> Path:
+    """Averaged temporal saliency map: phases (labelled by breathing state) x radiomic sequences."""
     fig, ax = plt.subplots(figsize=(max(5, 0.32 * len(feature_ids) + 2), 4.2))
     image = ax.imshow(np.ma.masked_invalid(mean_map_tn), aspect="auto", cmap="magma")
-    ax.set_yticks(range(mean_map_tn.shape[0]), [f"phase {t + 1}" for t in range(mean_map_tn.shape[0])])
+    ax.set_yticks(range(mean_map_tn.shape[0]), _phase_labels(mean_map_tn.shape[0], phase_labels), fontsize=7)
     ax.set_xticks(range(len(feature_ids)), feature_ids, rotation=75, ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="mean normalised saliency")
+    fig.colorbar(image, ax=ax, label="saliency share (1 = uniform)")
     return _save(fig, path)
 
 
@@ -65,12 +75,14 @@ def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: 
     colors = ["tab:red" if rank < top_k else "tab:gray" for rank in range(len(order))]
     ax.barh(range(len(order))[::-1], importance[order], color=colors)
     ax.set_yticks(range(len(order))[::-1], [feature_ids[i] for i in order], fontsize=7)
-    ax.set_xlabel("importance (mean normalised saliency)")
+    ax.set_xlabel("importance (saliency share; 1 = uniform)")
     ax.set_title(f"Radiomic sequence importance (top {top_k} in red)", fontsize=9)
     return _save(fig, path)
 
 
-def trends_figure(trends: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path) -> Path:
+def trends_figure(
+    trends: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, phase_labels: Sequence[str] | None = None
+) -> Path:
     """Mean +/- SD over phases of the key sequences in defect vs healthy voxels (raw feature values)."""
     n = len(trends)
     fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3), squeeze=False)
@@ -83,7 +95,9 @@ def trends_figure(trends: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], p
             ax.plot(phases, mean, color=color, label=name)
             ax.fill_between(phases, mean - sd, mean + sd, color=color, alpha=0.15)
         ax.set_title(feature_id, fontsize=8)
-        ax.set_xlabel("phase")
+        labels = _phase_labels(len(mean), phase_labels)
+        ax.set_xticks(phases, labels, rotation=60, ha="right", fontsize=6)
+        ax.set_xlabel("phase (breathing state)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -5,7 +5,8 @@ Reads: only the ``<run_dir>/radiomics/<case>.h5`` files it is given (datasets ``
 the training patients of one fold (mode ``nested``); nothing else is read, so no label can leak from test patients.
 
 Steps: stream per-phase Pearson correlation over all voxels of all given patients; average it over phases;
-cluster the features (``cluster_features``); score each feature by its mean |Spearman| with the target on a
+cluster the features (``cluster_features``: best silhouette under the configured singleton convention, within the
+guard's band of cluster counts); score each feature by its mean |Spearman| with the target on a
 stratified voxel sample per patient; keep the best-scoring feature of each cluster. Features that are constant at
 every phase carry no information: they are excluded from clustering and selection and listed in the result.
 """
@@ -23,7 +24,14 @@ import h5py
 import numpy as np
 
 from vent.errors import ConfigError, DataError
-from vent.selection.clustering import ClusterResult, cluster_features
+from vent.selection.clustering import (
+    DEFAULT_MAX_CLUSTERS,
+    DEFAULT_MAX_CUTOFF,
+    DEFAULT_MIN_CLUSTERS,
+    DEFAULT_SINGLETON,
+    ClusterResult,
+    cluster_features,
+)
 from vent.selection.correlation import PhaseCorrelation
 from vent.selection.ranking import choose_representatives, sample_voxels, spearman_with_target
 
@@ -85,6 +93,11 @@ class SelectionResult:
         return self.clustering.cutoff
 
     @property
+    def singleton(self) -> str:
+        """Singleton-silhouette convention that selected the cut-off."""
+        return self.clustering.singleton
+
+    @property
     def sweep(self) -> list[tuple[float, int, float | None]]:
         """(cutoff, n_clusters, silhouette) for every cut-off tried."""
         return self.clustering.sweep
@@ -97,19 +110,52 @@ class SelectionResult:
                 groups.setdefault(int(label), []).append(feature_id)
         return groups
 
+    def clustering_summary(self) -> dict[str, Any]:
+        """The chosen cut, what each singleton convention would choose, and the guard (JSON-ready).
+
+        Keys: cophenetic_cc, cutoff, silhouette, n_clusters, n_singletons (the chosen cut, silhouette under the
+        selecting convention); singleton_silhouette (that convention); silhouette_by_convention (every convention's
+        score at the chosen cut); by_convention ({convention: {cutoff, n_clusters, n_singletons, silhouette,
+        selected, unguarded}}: the cut each convention selects under the same guard, and without it); guard (see
+        ``ClusterResult.guard``).
+        """
+        clustering = self.clustering
+        chosen = next((p for p in clustering.sweep_points if p.cutoff == clustering.cutoff), None)
+        return {
+            "cophenetic_cc": self.cophenetic_cc,
+            "cutoff": self.cutoff,
+            "silhouette": self.silhouette,
+            "n_clusters": clustering.n_clusters,
+            "n_singletons": clustering.n_singletons,
+            "singleton_silhouette": clustering.singleton,
+            "silhouette_by_convention": {} if chosen is None else dict(chosen.silhouette),
+            "by_convention": {k: dict(v) for k, v in clustering.by_convention.items()},
+            "guard": dict(clustering.guard),
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (plain lists, floats and strings)."""
+        """JSON-serialisable summary (plain lists, floats and strings).
+
+        ``sweep`` entries: cutoff, n_clusters, silhouette (under the selecting convention, as the figure plots it),
+        n_singletons, silhouette_by_convention ({zero, one, exclude}) and eligible (allowed by the guard).
+        """
+        summary = self.clustering_summary()
         return {
             "selected": list(self.selected),
             "n_selected": len(self.selected),
             "feature_ids": list(self.feature_ids),
             "clusters": {str(k): v for k, v in self.clusters().items()},
-            "cophenetic_cc": self.cophenetic_cc,
-            "cutoff": self.cutoff,
-            "silhouette": self.silhouette,
-            "n_clusters": self.clustering.n_clusters,
+            **summary,
             "sweep": [
-                {"cutoff": c, "n_clusters": k, "silhouette": s} for c, k, s in self.clustering.sweep
+                {
+                    "cutoff": p.cutoff,
+                    "n_clusters": p.n_clusters,
+                    "silhouette": p.silhouette[self.singleton],
+                    "n_singletons": p.n_singletons,
+                    "silhouette_by_convention": dict(p.silhouette),
+                    "eligible": p.eligible,
+                }
+                for p in self.clustering.sweep_points
             ],
             "spearman": dict(zip(self.feature_ids, map(float, self.spearman))),
             "correlation": self.correlation.tolist(),
@@ -211,6 +257,10 @@ def select_features(
     *,
     linkage: str = "average",
     cutoffs: Sequence[float] | None = None,
+    singleton: str = DEFAULT_SINGLETON,
+    min_clusters: float = DEFAULT_MIN_CLUSTERS,
+    max_clusters: float | None = DEFAULT_MAX_CLUSTERS,
+    max_cutoff: float | None = DEFAULT_MAX_CUTOFF,
     max_voxels_per_case: int = 20000,
     target: Literal["defect", "refvi"] = "defect",
     seed: int = 0,
@@ -226,6 +276,10 @@ def select_features(
         files: Radiomics files (``<run_dir>/radiomics/<case>.h5``) of the patients to use; only these are opened.
         linkage: Hierarchical linkage (see ``cluster_features``).
         cutoffs: Cut-off distances to sweep; default 0.01 .. 0.99.
+        singleton: Silhouette of a singleton cluster, "one" (default), "zero" or "exclude" (see ``clustering``).
+        min_clusters: Guard floor on the clusters (= features kept): a count or a fraction of the varying features.
+        max_clusters: Guard ceiling on the clusters: a count or a fraction; None = no ceiling.
+        max_cutoff: Guard: largest eligible cut-off distance; None = no bound.
         max_voxels_per_case: Voxels per patient sampled (stratified by label) for the Spearman scores.
         target: "defect" (binary ground truth, /labels) or "refvi" (continuous reference ventilation, /refvi).
         seed: Seed of the voxel sampling (per patient, independent of the other patients listed).
@@ -236,7 +290,7 @@ def select_features(
         The selection, its clustering and scores.
 
     Raises:
-        ConfigError: Bad target, linkage or cut-offs.
+        ConfigError: Bad target, linkage, cut-offs, singleton convention or guard.
         DataError: No files, a missing or malformed file, or files that disagree on T or the feature ids.
     """
     if target not in ("defect", "refvi"):
@@ -300,7 +354,15 @@ def select_features(
     if len(kept) < 3:
         raise DataError(f"only {len(kept)} features vary over the given patients; at least 3 are needed to cluster.")
 
-    clustering = cluster_features(correlation_ff[np.ix_(kept, kept)], linkage=linkage, cutoffs=cutoffs)
+    clustering = cluster_features(
+        correlation_ff[np.ix_(kept, kept)],
+        linkage=linkage,
+        cutoffs=cutoffs,
+        singleton=singleton,
+        min_clusters=min_clusters,
+        max_clusters=max_clusters,
+        max_cutoff=max_cutoff,
+    )
     cluster_labels = np.zeros(n_features, dtype=np.int64)
     cluster_labels[kept] = clustering.labels
     spearman = spearman_with_target(sampled_ntf, target_sampled)

@@ -57,3 +57,7 @@ def check_config(config, n_cases: int | None = None) -> None:
         )
     if n_cases is not None and n_cases < 3:
         raise ConfigError(f"the cohort has {n_cases} subject(s); cross-validation by patient needs at least 3")
+    if n_cases is not None:
+        from vent.cv import check_fold_sizes
+
+        check_fold_sizes(n_cases, config.cv.n_folds, config.cv.val_fraction)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,27 @@ from vent.errors import DataError
 from vent.groundtruth import derive_defects
 from vent.io.artifacts import PreprocessedCase, read_attrs, write_preprocessed_case
 from vent.io.atomic import write_json, write_text
-from vent.io.images import grid_of, make_isotropic_grid, read_image, resample_to_grid
-from vent.io.vampire import SubjectFiles, check_subject_headers, discover_subjects, find_subject_files
+from vent.io.hashing import file_sha256
+from vent.io.images import grid_of, make_isotropic_grid, read_ct, read_image, read_lung_mask, resample_to_grid
+from vent.io.refvi import resample_refvi
+from vent.io.vampire import (
+    SubjectFiles,
+    check_duplicate_subjects,
+    check_subject_headers,
+    discover_subjects,
+    find_subject_files,
+)
 from vent.runner import RunContext
 from vent.stages.base import PerCaseStage
 
-__all__ = ["PreprocessStage", "ensure_data", "cohort_subjects", "preprocess_subject"]
+__all__ = [
+    "PreprocessStage",
+    "ensure_data",
+    "cohort_subjects",
+    "check_cohort",
+    "check_subject_voxels",
+    "preprocess_subject",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +80,61 @@ def cohort_subjects(config: RunConfig) -> dict[str, SubjectFiles]:
         subjects = [f"Subject_{i:02d}" for i in range(1, data.synthetic.cases + 1)]
     ids = discover_subjects(data.root, subjects, data.exclude)
     return {case: find_subject_files(data.root, case) for case in ids}
+
+
+def check_cohort(subjects: dict[str, SubjectFiles], sha256: Callable[[Path], str] = file_sha256) -> list[str]:
+    """The checks made before any voxel is read, for ``vent validate`` and ``vent run`` alike; returns warnings.
+
+    Every subject's headers (phase count, at least 3 phases, one grid for all its phases and masks), one phase count
+    for the cohort, and no patient under two folders (``vent.io.vampire.check_duplicate_subjects``).
+
+    Args:
+        subjects: ``{case_id: files}`` from ``cohort_subjects``.
+        sha256: a file hasher; pass the run's cache (``RunContext.hashes().sha256``) to hash each file once.
+
+    Raises:
+        DataError: naming the file (or both folders) at fault.
+    """
+    warnings: list[str] = []
+    first = next(iter(subjects.values()))
+    for files in subjects.values():
+        warnings += check_subject_headers(files, expected_phases=len(first.phase_images))
+    check_duplicate_subjects(subjects, sha256)
+    return warnings
+
+
+def _read_mask(path: Path, what: str) -> sitk.Image:
+    """A lung mask read under the mask rule of ``vent.io.checks`` (0/1, or 0/1/2 labels reported as a warning)."""
+    image, warning = read_lung_mask(path, what)
+    if warning:
+        log.warning(warning)
+    return image
+
+
+def check_subject_voxels(files: SubjectFiles) -> list[str]:
+    """Read every file of a subject, voxels included, with the checks ``preprocess_subject`` makes while reading.
+
+    This is what ``vent validate`` adds to ``check_cohort``: it catches truncated files, NaN, implausible HU and
+    masks that break the mask rule, without resampling anything. Returns warnings.
+
+    Raises:
+        DataError: naming the file at fault.
+    """
+    warnings: list[str] = []
+    pairs = list(zip(files.phase_images, files.phase_masks))
+    if files.average_image is not None:
+        pairs.append((files.average_image, files.average_mask))
+    for image_path, mask_path in pairs:
+        mask = None
+        if mask_path is not None:
+            mask, warning = read_lung_mask(mask_path, "lung mask")
+            warnings += [warning] if warning else []
+        read_ct(image_path, "CT image", mask)
+    if files.vent_mask is not None:
+        warning = read_lung_mask(files.vent_mask, "RefVI lung mask")[1]
+        warnings += [warning] if warning else []
+    _read_refvi(files)
+    return warnings
 
 
 def _crop_box(mask_zyx: np.ndarray, margin_vox: tuple[int, int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -105,31 +176,34 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
     """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
     settings = config.preprocess
     reference_path = files.average_image or files.phase_images[0]
-    reference = read_image(reference_path, "reference CT")
+    average_mask_image = None if files.average_mask is None else _read_mask(files.average_mask, "average lung mask")
+    reference = read_ct(reference_path, "reference CT", average_mask_image if files.average_image else None)
     grid = make_isotropic_grid(grid_of(reference), settings.spacing_mm)
     del reference
 
     ct, phase_masks, volumes_ml = [], [], []
     voxel_ml = float(np.prod(grid.spacing_mm_xyz)) / 1000.0
     for image_path, mask_path in zip(files.phase_images, files.phase_masks):
-        ct.append(resample_to_grid(read_image(image_path, "phase image"), grid, "linear", default=-1024.0))
-        mask = resample_to_grid(read_image(mask_path, "phase lung mask"), grid, "mask")
+        mask_image = _read_mask(mask_path, "phase lung mask")
+        ct.append(resample_to_grid(read_ct(image_path, "phase image", mask_image), grid, "linear", default=-1024.0))
+        mask = resample_to_grid(mask_image, grid, "mask")
         if not mask.any():
             raise DataError(f"lung mask {mask_path} is empty (no voxel > 0); check the file or exclude {files.case_id}")
         phase_masks.append(mask)
         volumes_ml.append(float(mask.sum()) * voxel_ml)
 
     if files.average_mask is not None:
-        average_mask = resample_to_grid(read_image(files.average_mask, "average lung mask"), grid, "mask")
+        average_mask = resample_to_grid(average_mask_image, grid, "mask")
         if not average_mask.any():
             raise DataError(f"lung mask {files.average_mask} is empty; check the file or exclude {files.case_id}")
     else:
         average_mask = (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
 
     refvi_image = _read_refvi(files)
-    refvi = resample_to_grid(refvi_image, grid, "linear", default=0.0)
-    if files.vent_mask is not None:
-        vent_mask = resample_to_grid(read_image(files.vent_mask, "RefVI lung mask"), grid, "mask")
+    vent_mask_image = _read_mask(files.vent_mask, "RefVI lung mask") if files.vent_mask is not None else None
+    refvi = resample_refvi(refvi_image, vent_mask_image, grid, settings.ground_truth.refvi_interpolation)
+    if vent_mask_image is not None:
+        vent_mask = resample_to_grid(vent_mask_image, grid, "mask")
     else:
         vent_mask = np.ones_like(average_mask)
 
@@ -139,6 +213,12 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         lung = average_mask & vent_mask
     else:
         lung = np.max(phase_masks, axis=0)
+    no_refvi = lung.astype(bool) & ~np.isfinite(refvi)
+    if no_refvi.any():
+        log.warning("%s: %d analysed voxels have no RefVI lung voxel near them and are left out", files.case_id,
+                    int(no_refvi.sum()))
+        lung = (lung.astype(bool) & ~no_refvi).astype(np.uint8)
+    refvi = np.nan_to_num(refvi, nan=0.0)
     n_lung = int(lung.sum())
     if n_lung < settings.min_lung_voxels:
         raise DataError(
@@ -170,6 +250,12 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         median_filter=ground_truth.median_filter,
         case_id=files.case_id,
     )
+    if not gt.clip.converged:
+        log.warning(
+            "%s: ground-truth outlier clipping stopped at preprocess.ground_truth.max_iterations=%d before the "
+            "threshold moved by less than %g; recorded as gt_clip_converged=false", files.case_id,
+            ground_truth.max_iterations, ground_truth.tolerance,
+        )
     ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
     masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
     attrs = {
@@ -189,6 +275,9 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         "gt_clip_upper": gt.clip.upper,
         "gt_clip_iterations": gt.clip.iterations,
         "gt_outliers": gt.clip.n_outliers,
+        "gt_clip_converged": gt.clip.converged,
+        "refvi_interpolation": ground_truth.refvi_interpolation,
+        "n_lung_without_refvi": int(no_refvi.sum()),
         "defect_fraction": gt.defect_fraction,
         "source_folder": str(files.folder),
     }
@@ -217,13 +306,22 @@ class PreprocessStage(PerCaseStage):
             for case, files in subjects.items()
         }
 
-    def check(self, ctx: RunContext) -> list[str]:
-        """Header-level checks of every subject (used by ``vent validate``); returns warnings."""
+    def check(self, ctx: RunContext, voxels: bool = False) -> list[str]:
+        """The data checks of ``vent validate``; ``run`` makes the same ones. Returns warnings.
+
+        Args:
+            ctx: the run context (its hash cache is shared with the fingerprints).
+            voxels: also read every file's voxels (``check_subject_voxels``); ``run`` does that while reading each
+                subject instead.
+
+        Raises:
+            DataError: naming the file (or both folders) at fault.
+        """
         subjects = cohort_subjects(ctx.config)
-        warnings: list[str] = []
-        first = next(iter(subjects.values()))
-        for files in subjects.values():
-            warnings += check_subject_headers(files, expected_phases=len(first.phase_images))
+        warnings = check_cohort(subjects, ctx.hashes().sha256)
+        if voxels:
+            for files in subjects.values():
+                warnings += check_subject_voxels(files)
         return warnings
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
@@ -234,10 +332,8 @@ class PreprocessStage(PerCaseStage):
 
     def run(self, ctx: RunContext, plan) -> dict[str, Any]:
         self._subjects = cohort_subjects(ctx.config)
-        n_phases = {len(f.phase_images) for f in self._subjects.values()}
-        if len(n_phases) > 1:
-            counts = {c: len(f.phase_images) for c, f in self._subjects.items()}
-            raise DataError(f"subjects have different phase counts {counts}; exclude the odd ones in data.exclude")
+        for warning in check_cohort(self._subjects, ctx.hashes().sha256):
+            ctx.echo(f"[{self.name}] warning: {warning}")
         return super().run(ctx, plan)
 
     def finish(self, ctx: RunContext, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,14 @@ import h5py
 import numpy as np
 
 from vent.errors import ConfigError
-from vent.io.artifacts import VOXEL_CHUNK, create_radiomics_case, read_preprocessed_case, write_radiomics_voxel_data
+from vent.io.artifacts import (
+    VOXEL_CHUNK,
+    compact_radiomics_case,
+    create_radiomics_case,
+    read_preprocessed_case,
+    write_radiomics_voxel_data,
+)
+from vent.radiomics.lung_edge import carry_nearest_phase, edge_sequences
 from vent.runner import RunContext
 from vent.stages.base import PerCaseStage, upstream_cases
 
@@ -83,8 +92,6 @@ class RadiomicsStage(PerCaseStage):
         return {case: {"preprocess": fp} for case, fp in upstream_cases(ctx, "preprocess").items()}
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
-        from vent.radiomics import compute_voxel_features, discretise
-
         config = ctx.config.radiomics
         specs = selected_feature_specs(config.features)
         feature_ids = [s.id for s in specs]
@@ -93,28 +100,6 @@ class RadiomicsStage(PerCaseStage):
         lung = pre.lung_mask_zyx > 0
         coords = np.argwhere(lung).astype(np.int32)
         n_voxels, n_phases = len(coords), pre.n_phases
-
-        kernel_masks = [
-            (pre.phase_masks_tzyx[t] > 0) if config.kernel_mask == "phase" else lung for t in range(n_phases)
-        ]
-        value_range = None
-        if config.discretisation_scope == "case":
-            lows = [float(pre.ct_tzyx[t][kernel_masks[t]].min()) for t in range(n_phases)]
-            highs = [float(pre.ct_tzyx[t][kernel_masks[t]].max()) for t in range(n_phases)]
-            value_range = (min(lows), max(highs))
-        greys, n_greys = [], []
-        for t in range(n_phases):
-            grey, n_grey = discretise(
-                pre.ct_tzyx[t],
-                kernel_masks[t],
-                bin_count=config.bin_count,
-                bin_width=config.bin_width,
-                value_range=value_range,
-            )
-            greys.append(grey)
-            n_greys.append(int(n_grey))
-
-        z, y, x = coords.T
         attrs = {
             "case_id": case,
             "fingerprint": fingerprint,
@@ -122,41 +107,197 @@ class RadiomicsStage(PerCaseStage):
                 {
                     **json.loads(config.model_dump_json()),
                     "kernel_voxels": settings.kernel_voxels,
-                    "n_grey_per_phase": n_greys,
+                    "n_grey_per_phase": [s.n_grey for s in _phase_scales(pre, lung, config)],
                 }
             ),
             "phase_order": pre.attrs.get("phase_order"),
+            "exhale_phase": pre.attrs.get("exhale_phase"),
+            "inhale_phase": pre.attrs.get("inhale_phase"),
             **pre.grid.to_attrs(),
         }
+        counts = EmptyKernelCounts.zeros(n_phases)
+        keep = np.ones(n_voxels, dtype=bool)
         with h5py.File(out_path, "w") as handle:
             features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
             with ctx.progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
-                for start in range(0, n_voxels, _BLOCK):
-                    block = coords[start : start + _BLOCK]
-                    out = np.empty((len(block), n_phases, len(feature_ids)), dtype=np.float32)
-                    for t in range(n_phases):
-                        out[:, t, :] = compute_voxel_features(
-                            pre.ct_tzyx[t],
-                            greys[t],
-                            kernel_masks[t],
-                            block,
-                            n_greys[t],
-                            settings,
-                            feature_ids=feature_ids,
-                            progress=bar.advance,
-                        )
-                    features[start : start + len(block)] = out
+                for start, values, kept in case_feature_blocks(pre, coords, config, settings, feature_ids, counts,
+                                                               bar.advance):
+                    features[start : start + len(values)] = values
+                    keep[start : start + len(values)] = kept
+            z, y, x = coords.T
             write_radiomics_voxel_data(
                 handle,
                 intensity_nt=pre.ct_tzyx[:, z, y, x].T,
                 labels=pre.defect_zyx[z, y, x],
                 refvi=pre.refvi_zyx[z, y, x],
                 coords_zyx=coords,
+                edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx, settings.kernel_voxels),
             )
-        n_nan = 0
-        with h5py.File(out_path, "r") as handle:
-            for start in range(0, n_voxels, _BLOCK):
-                n_nan += int(np.isnan(handle["features"][start : start + _BLOCK]).sum())
-        if n_nan:
-            log.warning("%s: %d feature values are NaN (kernels with no valid GLCM/GLRLM direction)", case, n_nan)
-        return {"n_voxels": n_voxels, "n_phases": n_phases, "n_nan": n_nan}
+            handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
+        if not keep.all():
+            compact_radiomics_case(out_path, keep)
+        if counts.total_touched:
+            log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
+        return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
+
+
+def case_feature_blocks(
+    pre: Any,
+    coords: np.ndarray,
+    config: Any,
+    settings: Any,
+    feature_ids: list[str],
+    counts: EmptyKernelCounts,
+    progress: Any = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(start, values (n, T, F) float32, keep (n,) bool)`` for consecutive blocks of ``coords``.
+
+    Every phase is filtered on its own grey scale and kernel mask; undefined voxel-phases are then handled by
+    ``config.empty_kernel`` (see :mod:`vent.radiomics.lung_edge`) and tallied in ``counts``. Rows with ``keep``
+    False are voxels to leave out of the analysis (their values are 0).
+    """
+    lung = pre.lung_mask_zyx > 0
+    scales = _phase_scales(pre, lung, config)
+    fallback = _fallback_scales(pre, lung, config, scales) if config.empty_kernel == "analysis_mask" else None
+    for start in range(0, len(coords), _BLOCK):
+        block = coords[start : start + _BLOCK]
+        values = _block_features(pre, scales, block, settings, feature_ids, progress)
+        values, keep = _apply_empty_kernel_policy(
+            values, pre, fallback, block, settings, feature_ids, config.empty_kernel, counts
+        )
+        yield start, values, keep
+
+
+@dataclass
+class _PhaseScale:
+    """Grey levels of one phase on its lung scale, with the mask that bounds its kernels."""
+
+    kernel_mask: np.ndarray
+    grey: np.ndarray
+    n_grey: int
+
+
+def _phase_scales(pre: Any, lung: np.ndarray, config: Any) -> list[_PhaseScale]:
+    """Each phase's kernel mask (its own lung or the analysis mask) and grey levels discretised over that mask."""
+    from vent.radiomics import discretise
+
+    n_phases = pre.n_phases
+    masks = [(pre.phase_masks_tzyx[t] > 0) if config.kernel_mask == "phase" else lung for t in range(n_phases)]
+    value_range = None
+    if config.discretisation_scope == "case":
+        value_range = (
+            min(float(pre.ct_tzyx[t][masks[t]].min()) for t in range(n_phases)),
+            max(float(pre.ct_tzyx[t][masks[t]].max()) for t in range(n_phases)),
+        )
+    scales = []
+    for t in range(n_phases):
+        grey, n_grey = discretise(
+            pre.ct_tzyx[t], masks[t], bin_count=config.bin_count, bin_width=config.bin_width, value_range=value_range
+        )
+        scales.append(_PhaseScale(masks[t], grey, int(n_grey)))
+    return scales
+
+
+def _fallback_scales(pre: Any, lung: np.ndarray, config: Any, scales: list[_PhaseScale]) -> list[_PhaseScale]:
+    """Kernel masks for the ``analysis_mask`` policy: phase mask | analysis mask, on the phase's own grey scale.
+
+    The grey levels reuse the phase's bin edges (the range of its own kernel mask), so tissue that is not lung at that
+    phase clips to the first or last bin and the values stay comparable with the phase's other voxels.
+    """
+    from vent.radiomics import discretise
+
+    out = []
+    for t, scale in enumerate(scales):
+        union = scale.kernel_mask | lung
+        values = pre.ct_tzyx[t][scale.kernel_mask]
+        value_range = (float(values.min()), float(values.max()))
+        grey, _ = discretise(
+            pre.ct_tzyx[t], union, bin_count=config.bin_count, bin_width=config.bin_width, value_range=value_range
+        )
+        out.append(_PhaseScale(union, np.minimum(grey, scale.n_grey), scale.n_grey))
+    return out
+
+
+def _block_features(
+    pre: Any, scales: list[_PhaseScale], block: np.ndarray, settings: Any, feature_ids: list[str], progress: Any
+) -> np.ndarray:
+    """(n, T, F) features of a block of centres, every phase on its own scale and kernel mask."""
+    from vent.radiomics import compute_voxel_features
+
+    out = np.empty((len(block), pre.n_phases, len(feature_ids)), dtype=np.float32)
+    for t, scale in enumerate(scales):
+        out[:, t, :] = compute_voxel_features(
+            pre.ct_tzyx[t], scale.grey, scale.kernel_mask, block, scale.n_grey, settings,
+            feature_ids=feature_ids, progress=progress,
+        )
+    return out
+
+
+@dataclass
+class EmptyKernelCounts:
+    """What the empty-kernel policy touched in one case (voxel-phases per phase, voxels dropped)."""
+
+    empty: np.ndarray  # (T,) voxel-phases whose kernel held no voxel of the kernel mask
+    undefined: np.ndarray  # (T,) voxel-phases with a non-empty kernel but some undefined (NaN) feature
+    recomputed: np.ndarray  # (T,) voxel-phases recomputed with the analysis-mask kernel
+    carried: np.ndarray  # (T,) voxel-phases carried from the nearest phase
+    dropped_voxels: int = 0
+
+    @classmethod
+    def zeros(cls, n_phases: int) -> EmptyKernelCounts:
+        return cls(*(np.zeros(n_phases, dtype=np.int64) for _ in range(4)))
+
+    @property
+    def total_touched(self) -> int:
+        return int(self.empty.sum() + self.undefined.sum() + self.dropped_voxels)
+
+    def to_dict(self, policy: str) -> dict[str, Any]:
+        return {
+            "policy": policy,
+            "empty_voxel_phases": self.empty.tolist(),
+            "undefined_voxel_phases": self.undefined.tolist(),
+            "recomputed_voxel_phases": self.recomputed.tolist(),
+            "carried_voxel_phases": self.carried.tolist(),
+            "dropped_voxels": int(self.dropped_voxels),
+        }
+
+
+def _apply_empty_kernel_policy(
+    out: np.ndarray,
+    pre: Any,
+    fallback: list[_PhaseScale] | None,
+    block: np.ndarray,
+    settings: Any,
+    feature_ids: list[str],
+    policy: str,
+    counts: EmptyKernelCounts,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``radiomics.empty_kernel`` to a block (see :mod:`vent.radiomics.lung_edge`); returns (values, keep)."""
+    from vent.radiomics import compute_voxel_features
+
+    invalid = np.isnan(out).any(axis=2)
+    if not invalid.any():
+        return out, np.ones(len(block), dtype=bool)
+    all_nan = np.isnan(out).all(axis=2)
+    counts.empty += all_nan.sum(axis=0)
+    counts.undefined += (invalid & ~all_nan).sum(axis=0)
+    if policy == "drop":
+        keep = ~invalid.any(axis=1)
+        counts.dropped_voxels += int((~keep).sum())
+        out[~keep] = 0.0
+        return out, keep
+    if policy == "analysis_mask":
+        for t in np.flatnonzero(invalid.any(axis=0)):
+            rows = np.flatnonzero(invalid[:, t])
+            scale = fallback[t]
+            out[rows, t] = compute_voxel_features(
+                pre.ct_tzyx[t], scale.grey, scale.kernel_mask, block[rows], scale.n_grey, settings,
+                feature_ids=feature_ids,
+            )
+            counts.recomputed[t] += len(rows)
+        invalid = np.isnan(out).any(axis=2)
+    filled, unfilled = carry_nearest_phase(out, invalid)
+    counts.carried += invalid[~unfilled].sum(axis=0)
+    counts.dropped_voxels += int(unfilled.sum())
+    filled[unfilled] = 0.0
+    return filled, ~unfilled

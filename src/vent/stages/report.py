@@ -27,13 +27,14 @@ import h5py
 import numpy as np
 
 from vent.errors import ArtifactError
-from vent.io.artifacts import string_list
+from vent.io.artifacts import read_attrs, string_list
 from vent.io.atomic import write_text
 from vent.report import figures
 from vent.report.render import Document
 from vent.report.tables import METRICS, table2_markdown, table2_rows
 from vent.runner import RunContext, StagePlan, read_manifest
 from vent.stages.base import Stage
+from vent.stages.train import threshold_note
 
 __all__ = ["ReportStage"]
 
@@ -49,12 +50,33 @@ MODEL_LABELS = {
 
 def _row_label(run: dict[str, Any], mode: str) -> str:
     """A Table 2 row name: the model, and the selection mode when it is not the run's main one."""
-    label = MODEL_LABELS.get(run["model"], run["model"])
+    from vent.baselines import BASELINE_LABELS
+
+    label = {**MODEL_LABELS, **BASELINE_LABELS}.get(run["model"], run["model"])
     if run["selection"] not in ("none", mode):
         label += f" [{run['selection']}-mode selection" + (
             ", leaks test labels]" if run["selection"] == "paper" else "]"
         )
     return label
+
+
+def phase_state_labels(case_attrs: dict[str, dict[str, Any]]) -> list[str]:
+    """Phase labels by breathing state, from each case's ``exhale_phase`` / ``inhale_phase`` (analysis order).
+
+    Phase t is labelled "t+1" plus "max exhale" / "max inhale" where most cases have their extreme there; when the
+    cases disagree the share is shown ("max inhale 4/6").
+    """
+    attrs = list(case_attrs.values())
+    n_phases = len(attrs[0].get("phase_order") or []) or 1
+    labels = [f"{t + 1}" for t in range(n_phases)]
+    for key, name in (("exhale_phase", "max exhale"), ("inhale_phase", "max inhale")):
+        values = [int(a[key]) for a in attrs if a.get(key) is not None]
+        if not values:
+            continue
+        common = max(set(values), key=values.count)
+        share = values.count(common)
+        labels[common] += f" {name}" + ("" if share == len(values) else f" {share}/{len(values)}")
+    return labels
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -131,13 +153,18 @@ class ReportStage(Stage):
         )
         if config.data.exclude:
             doc.bullets([f"excluded {case}: {reason}" for case, reason in config.data.exclude.items()])
+        radiomics_attrs = {
+            row["case"]: read_attrs(ctx.case_file("radiomics", row["case"])) for row in cohort
+        }
+        self._phase_labels = phase_state_labels(radiomics_attrs)
+        self._data_section(ctx, doc, cohort, radiomics_attrs)
 
         doc.heading("Table 2: defect prediction, per-patient mean (min-max)")
         doc.paragraph(
             f"Held-out patients of {config.cv.n_folds}-fold cross-validation split by patient (the same folds for "
             f"every model). * = two-sided Wilcoxon signed-rank test over patients against the proposed model, "
-            f"p < {config.report.alpha:g}. Features selected in '{config.select.mode}' mode. Threshold "
-            f"{config.train.threshold:g}."
+            f"p < {config.report.alpha:g}. Features selected in '{config.select.mode}' mode. "
+            + threshold_note(run_dir)
         )
         header = ["Model", "n", "Dice", "AUC-ROC", "Sensitivity", "Accuracy"]
         table_lines = [line for line in table_md.strip().splitlines()[2:]]
@@ -203,6 +230,66 @@ class ReportStage(Stage):
         )
         return outputs
 
+    def _data_section(
+        self, ctx: RunContext, doc: Document, cohort: list[dict[str, str]], radiomics_attrs: dict[str, dict]
+    ) -> None:
+        """Phase order, ground-truth checks and the empty-kernel policy's counts, per patient."""
+        config = ctx.config
+        pre_attrs = {row["case"]: read_attrs(ctx.case_file("preprocess", row["case"])) for row in cohort}
+        doc.heading("Data: phase order, ground truth and lung-edge handling")
+        doc.paragraph(
+            f"Phase order: '{config.data.phase_order}'"
+            + (" (rotated so that the smallest lung, maximum exhalation, comes first)."
+               if config.data.phase_order == "from_max_exhale" else " (the files' order).")
+            + f" Phases in the figures: {', '.join(self._phase_labels)}. RefVI resampling: "
+            f"'{config.preprocess.ground_truth.refvi_interpolation}'"
+            + (" (normalised over RefVI lung voxels, no interpolation rim)."
+               if config.preprocess.ground_truth.refvi_interpolation == "masked" else " (plain linear, 0 outside).")
+        )
+        not_converged = [c for c, a in pre_attrs.items() if a.get("gt_clip_converged") is False]
+        if not_converged:
+            doc.paragraph(
+                "Warning: the ground-truth outlier clipping stopped at preprocess.ground_truth.max_iterations="
+                f"{config.preprocess.ground_truth.max_iterations} before converging for: {', '.join(not_converged)}."
+            )
+        radiomics = config.radiomics
+        policy = radiomics.empty_kernel
+        doc.paragraph(
+            f"Kernels bounded by the {'phase' if radiomics.kernel_mask == 'phase' else 'analysis'} lung mask. A lung "
+            f"voxel whose kernel holds no lung voxel at a phase (or leaves a feature undefined) is handled by "
+            f"radiomics.empty_kernel = '{policy}' ("
+            + {
+                "analysis_mask": "recomputed with the phase | analysis-mask kernel, the rest carried from the "
+                "nearest phase",
+                "nearest_phase": "carried from the nearest phase with a defined kernel",
+                "drop": "left out of the analysis",
+            }[policy]
+            + "). Voxel-phases touched, per patient:"
+        )
+        rows = []
+        for row in cohort:
+            case = row["case"]
+            counts = json.loads(radiomics_attrs[case].get("empty_kernel", "{}") or "{}")
+            order = pre_attrs[case].get("phase_order", [])
+            rows.append(
+                [
+                    case,
+                    " ".join(str(v) for v in order),
+                    int(pre_attrs[case]["n_lung_voxels"]),
+                    sum(counts.get("empty_voxel_phases", [])),
+                    sum(counts.get("undefined_voxel_phases", [])),
+                    sum(counts.get("recomputed_voxel_phases", [])),
+                    sum(counts.get("carried_voxel_phases", [])),
+                    counts.get("dropped_voxels", 0),
+                    int(pre_attrs[case].get("n_lung_without_refvi", 0)),
+                ]
+            )
+        doc.table(
+            ["case", "file phases (analysis order)", "lung voxels", "empty kernels", "undefined features",
+             "recomputed", "carried", "voxels dropped", "voxels without RefVI"],
+            rows,
+        )
+
     def _selection_section(self, ctx: RunContext, doc: Document, out: Path, outputs: dict[str, Any]) -> None:
         select_dir = ctx.run_dir / "select"
         summary = json.loads((select_dir / "summary.json").read_text())
@@ -213,28 +300,45 @@ class ReportStage(Stage):
             f"1 - |r|; cut-off by the best silhouette; per cluster the feature with the highest |Spearman| with the "
             f"{paper['target']} ground truth. Models use the '{summary['mode']}' selection."
         )
-        rows = [
-            [
-                "paper (all patients; leaks test labels)",
-                _f(paper["cophenetic_cc"], 2),
-                _f(paper["cutoff"], 3),
-                _f(paper["silhouette"], 2),
-                paper["n_clusters"],
-                len(paper["selected"]),
-            ]
+        rule = summary.get("selection_rule", {})
+        chosen = rule.get("singleton_silhouette", "zero")
+        other = "zero" if chosen != "zero" else "one"
+        entries = [("paper (all patients; leaks test labels)", summary["paper"])] + [
+            (f"nested, fold {fold} (training patients only)", nested)
+            for fold, nested in sorted(summary["nested"].items(), key=lambda kv: int(kv[0]))
         ]
-        for fold, nested in sorted(summary["nested"].items(), key=lambda kv: int(kv[0])):
+        if rule:
+            doc.paragraph(
+                f"Silhouette of a singleton cluster: '{chosen}' selects ("
+                + {"zero": "Rousseeuw 1987 / scikit-learn: 0", "one": "MATLAB's silhouette: 1",
+                   "exclude": "singletons left out of the mean"}[chosen]
+                + f"); the '{other}' convention is shown beside it. Eligible cuts give between select.min_clusters "
+                f"= {rule.get('min_clusters')} and select.max_clusters = {rule.get('max_clusters')} clusters "
+                f"(fractions of the non-constant features){'' if rule.get('max_cutoff') is None else ', cut-off <= '}"
+                f"{'' if rule.get('max_cutoff') is None else rule.get('max_cutoff')}; 'guard' names the bound that "
+                "changed the best-silhouette cut. The study reports cut-off 0.02, 38 clusters, silhouette 0.79."
+            )
+        rows = []
+        for name, entry in entries:
+            alternative = entry.get("by_convention", {}).get(other, {})
+            guard = entry.get("guard", {})
             rows.append(
                 [
-                    f"nested, fold {fold} (training patients only)",
-                    _f(nested["cophenetic_cc"], 2),
-                    _f(nested["cutoff"], 3),
-                    _f(nested["silhouette"], 2),
-                    nested["n_clusters"],
-                    len(nested["selected"]),
+                    name,
+                    _f(entry["cophenetic_cc"], 2),
+                    f"{_f(entry['cutoff'], 2)} / {entry['n_clusters']} ({entry.get('n_singletons', '?')}) / "
+                    f"{_f(entry['silhouette'], 2)}",
+                    f"{_f(alternative.get('cutoff'), 2)} / {alternative.get('n_clusters', 'n/a')} / "
+                    f"{_f(alternative.get('silhouette'), 2)}" if alternative else "n/a",
+                    ", ".join(guard.get("bounded_by", [])) if guard.get("changed") else "-",
+                    len(entry["selected"]),
                 ]
             )
-        doc.table(["mode", "cophenetic CC", "cut-off", "silhouette", "clusters", "selected"], rows)
+        doc.table(
+            ["mode", "cophenetic CC", f"'{chosen}' (selects): cut-off / clusters (singletons) / silhouette",
+             f"'{other}': cut-off / clusters / silhouette", "guard", "selected"],
+            rows,
+        )
         doc.paragraph("Selected (paper mode): " + ", ".join(paper["selected"]))
         figures.selection_figure(
             paper["sweep"], np.array(paper["correlation"], dtype=float), out / "selection.png", paper["cutoff"]
@@ -255,14 +359,22 @@ class ReportStage(Stage):
         present = ~np.all(np.isnan(pooled), axis=0)
         summary = json.loads((explain_dir / "summary.json").read_text())
         doc.heading("Temporal saliency of the proposed model")
-        deltas = [f["delta"]["max_abs"] for f in summary["folds"]]
+        ig = summary.get("ig", {})
         doc.paragraph(
             f"{'The study' if config.method == 'study' else 'Original TSR'} temporal saliency on Integrated Gradients "
-            f"(captum, {config.n_steps} steps, zero baseline on standardised inputs) of held-out voxels "
-            f"({config.voxels_per_class_per_case} defect + {config.voxels_per_class_per_case} healthy per test "
-            f"patient). Each voxel's map is divided by its sum before averaging. Largest IG completeness error "
-            f"|sum IG - (f(x) - f(0))|: {max(deltas):.2e}."
+            f"(captum, {ig.get('integration', 'gausslegendre')} rule, zero baseline on standardised inputs) of "
+            f"held-out voxels ({config.voxels_per_class_per_case} defect + {config.voxels_per_class_per_case} "
+            f"healthy per test patient). Steps start at {ig.get('n_steps_start', config.n_steps)} and double per "
+            f"voxel, up to {ig.get('max_steps', config.n_steps)}, until the completeness error "
+            f"|sum IG - (f(x) - f(0))| is at most {ig.get('completeness_tolerance', float('nan')):.0e}: the most "
+            f"steps used were {ig.get('n_steps_max_used', 'n/a')}, the largest error left "
+            f"{ig.get('max_completeness_error', float('nan')):.2e}"
+            f"{'' if ig.get('converged', True) else ' (NOT converged: see the warnings below)'}. Importance: "
+            f"{summary.get('importance_definition', 'mean normalised saliency')}"
         )
+        if summary.get("warnings"):
+            doc.paragraph("Explanation warnings:")
+            doc.bullets(list(summary["warnings"]))
         if present.any():
             shown = [i for i in range(len(ids)) if present[i]]
             figures.saliency_figure(
@@ -270,6 +382,7 @@ class ReportStage(Stage):
                 [ids[i] for i in shown],
                 out / "saliency.png",
                 "Averaged temporal saliency map (phases x radiomic sequences)",
+                phase_labels=self._phase_labels,
             )
             doc.image(out / "saliency.png", "Averaged temporal saliency map over held-out voxels of all folds.")
             importance = _read_csv(explain_dir / "importance.csv")
@@ -277,7 +390,9 @@ class ReportStage(Stage):
             names = [r["feature_id"] for r in importance]
             figures.importance_figure(names, values, out / "importance.png", config.top_k)
             doc.image(
-                out / "importance.png", "Importance per radiomic sequence (mean saliency over phases and voxels)."
+                out / "importance.png",
+                "Importance per radiomic sequence: its share of the saliency relative to a uniform share (1 = "
+                "uniform), pooled over folds with 0 where a fold did not select it.",
             )
             outputs.update({"saliency.png": "saliency", "importance.png": "importance"})
             trends_rows = _read_csv(explain_dir / "trends.csv")
@@ -295,20 +410,20 @@ class ReportStage(Stage):
                             np.array([s[2] for s in sel]),
                         )
             if trends:
-                figures.trends_figure(trends, out / "trends.png")
+                figures.trends_figure(trends, out / "trends.png", phase_labels=self._phase_labels)
                 doc.image(
                     out / "trends.png",
-                    "Key radiomic sequences over the breathing cycle (phase 1 first in the "
-                    "recorded order): mean +/- SD in defect vs healthy held-out voxels.",
+                    "Key radiomic sequences over the breathing cycle (phases in analysis order, labelled by "
+                    "breathing state): mean +/- SD in defect vs healthy held-out voxels.",
                 )
                 outputs["trends.png"] = "trends"
         randomised = [f["randomisation"] for f in summary["folds"] if "randomisation" in f]
         if randomised:
             rho = randomised[0]["spearman_trained_vs_random_map"]
             doc.paragraph(
-                f"Model randomisation check: the averaged map of a freshly initialised model has Spearman "
-                f"{rho:.2f} with the trained model's map (fold 0, {randomised[0]['n_voxels']} voxels); a value near 1 "
-                f"would mean the map reflects the input rather than what the model learned."
+                f"Model randomisation check: on the same {randomised[0]['n_voxels']} held-out voxels, the averaged "
+                f"map of a freshly initialised model has Spearman {rho:.2f} with the trained model's map; a value "
+                f"near 1 would mean the map reflects the input rather than what the model learned."
             )
         deletion = [f["deletion"] for f in summary["folds"] if "deletion" in f]
         if deletion:

@@ -6,7 +6,12 @@ Reads: ``radiomics/<case>.h5``. Writes:
   every model so model comparisons are paired);
 - ``select/paper.json``: selection on all patients, as the study published it (its labels leak into test folds);
 - ``select/nested_fold<k>.json``: selection from fold k's training and validation patients only (no leakage);
-- ``select/summary.json``: which mode feeds the models and the selected ids per fold.
+- ``select/summary.json``: which mode feeds the models and, for paper mode and each nested fold, the selected ids
+  and the clustering: ``cophenetic_cc``, ``cutoff``, ``silhouette``, ``n_clusters``, ``n_singletons`` (the chosen
+  cut), ``singleton_silhouette`` (the convention that selected), ``silhouette_by_convention`` (every convention's
+  score at the chosen cut), ``by_convention`` (the cut each convention would select: cutoff, n_clusters,
+  n_singletons, silhouette, selected) and ``guard`` (min_clusters, max_clusters, max_cutoff, unguarded best, changed,
+  bounded_by). Top level: ``selection_rule`` (the settings that drive the choice).
 
 Config: ``select`` and ``cv``.
 """
@@ -49,7 +54,7 @@ class SelectStage(Stage):
     name = "select"
     sections = ("cv",)
     needs = ("radiomics",)
-    version = "1"
+    version = "2"
 
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
         from vent.selection import select_features
@@ -73,23 +78,32 @@ class SelectStage(Stage):
         options = dict(
             linkage=settings.linkage,
             cutoffs=settings.cutoffs,
+            singleton=settings.singleton_silhouette,
+            min_clusters=settings.min_clusters,
+            max_clusters=settings.max_clusters,
+            max_cutoff=settings.max_cutoff,
             max_voxels_per_case=settings.max_voxels_per_case,
             target=settings.target,
             seed=cv.seed,
         )
         outputs: dict[str, Any] = {"splits.json": "cross-validation folds by patient"}
-        summary: dict[str, Any] = {"mode": settings.mode, "paper": None, "nested": {}}
+        summary: dict[str, Any] = {
+            "mode": settings.mode,
+            "selection_rule": {
+                "singleton_silhouette": settings.singleton_silhouette,
+                "min_clusters": settings.min_clusters,
+                "max_clusters": settings.max_clusters,
+                "max_cutoff": settings.max_cutoff,
+                "linkage": settings.linkage,
+            },
+            "paper": None,
+            "nested": {},
+        }
         with ctx.progress.task("select (paper + nested folds)", total=len(folds) + 1) as bar:
             paper = select_features([files[c] for c in cases], **options)
             write_json(out / "paper.json", paper.to_dict())
             outputs["paper.json"] = "selection on all patients (as published; leaks test labels)"
-            summary["paper"] = {
-                "selected": paper.selected,
-                "cophenetic_cc": paper.cophenetic_cc,
-                "silhouette": paper.silhouette,
-                "cutoff": paper.cutoff,
-                "n_clusters": paper.clustering.n_clusters,
-            }
+            summary["paper"] = {"selected": paper.selected, **paper.clustering_summary()}
             bar.advance(1)
             for fold in folds:
                 training = sorted(fold.train + fold.val)
@@ -98,17 +112,17 @@ class SelectStage(Stage):
                 outputs[f"nested_fold{fold.index}.json"] = f"selection from fold {fold.index}'s training patients"
                 summary["nested"][str(fold.index)] = {
                     "selected": nested.selected,
-                    "cophenetic_cc": nested.cophenetic_cc,
-                    "silhouette": nested.silhouette,
-                    "cutoff": nested.cutoff,
-                    "n_clusters": nested.clustering.n_clusters,
+                    **nested.clustering_summary(),
                     "training_cases": training,
                 }
                 bar.advance(1)
         write_json(out / "summary.json", summary)
         outputs["summary.json"] = "selected features per mode and fold"
+        guard = paper.clustering.guard
+        bounded = f", guard: {' and '.join(guard['bounded_by'])}" if guard.get("changed") else ""
         ctx.echo(
             f"[select] paper mode: {len(paper.selected)} of {len(paper.feature_ids)} features "
-            f"(CC {paper.cophenetic_cc:.2f}, silhouette {paper.silhouette:.2f}, cut-off {paper.cutoff:.3f})"
+            f"(CC {paper.cophenetic_cc:.2f}, silhouette {paper.silhouette:.2f} with singletons '{paper.singleton}', "
+            f"cut-off {paper.cutoff:.3f}{bounded})"
         )
         return outputs

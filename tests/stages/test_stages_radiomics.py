@@ -1,0 +1,82 @@
+"""Radiomics stage: the empty-kernel policies on a lung whose lower part leaves the phase mask at one phase.
+
+The analysed lung is a 15^3 box; at phase 0 the phase mask starts 8 voxels above its bottom (the diaphragm risen at
+exhalation), so with a 13^3 kernel (radius 6) the two lowest slices of the box have an empty kernel at phase 0:
+2 x 15 x 15 = 450 voxel-phases. Phases 1 and 2 hold the whole box.
+"""
+
+import numpy as np
+import pytest
+
+from vent.config import RadiomicsConfig
+from vent.io.artifacts import PreprocessedCase
+from vent.io.images import Grid
+from vent.radiomics import FilterSettings, compute_voxel_features, discretise
+from vent.stages.radiomics import EmptyKernelCounts, case_feature_blocks, filter_settings_from_config
+
+FEATURES = ["intensity_mean", "glcm_joint_entropy", "glrlm_run_entropy"]
+
+
+@pytest.fixture(scope="module")
+def case():
+    rng = np.random.default_rng(1)
+    shape = (30, 30, 30)
+    lung = np.zeros(shape, dtype=np.uint8)
+    lung[8:23, 8:23, 8:23] = 1
+    masks = np.repeat(lung[None], 3, axis=0)
+    masks[0, :16] = 0
+    ct = np.where(lung > 0, -800.0, 40.0)[None] + 40.0 * rng.standard_normal((3,) + shape)
+    ct[0][(lung > 0) & (np.indices(shape)[0] >= 16)] -= 60.0  # phase 0 differs in its lung
+    grid = Grid(shape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    return PreprocessedCase("c", ct.astype(np.float32), masks, lung, np.ones(shape, np.float32), lung * 0, grid)
+
+
+def _run(case, policy):
+    config = RadiomicsConfig(features=FEATURES, bin_count=16, empty_kernel=policy, workers=1)
+    settings = filter_settings_from_config(config, (2.0, 2.0, 2.0))
+    coords = np.argwhere(case.lung_mask_zyx > 0).astype(np.int32)
+    counts = EmptyKernelCounts.zeros(3)
+    blocks = list(case_feature_blocks(case, coords, config, settings, FEATURES, counts))
+    values = np.concatenate([b[1] for b in blocks])
+    keep = np.concatenate([b[2] for b in blocks])
+    return coords, values, keep, counts
+
+
+def test_setup_has_empty_kernels_without_a_policy(case):
+    coords = np.argwhere(case.lung_mask_zyx > 0)
+    grey, n_grey = discretise(case.ct_tzyx[0], case.phase_masks_tzyx[0] > 0, bin_count=16)
+    settings = FilterSettings(kernel_voxels=13, bin_count=16, n_workers=1)
+    raw = compute_voxel_features(case.ct_tzyx[0], grey, case.phase_masks_tzyx[0] > 0, coords, n_grey, settings,
+                                 feature_ids=FEATURES)
+    empty = coords[:, 0] < 10
+    assert np.isnan(raw[empty]).all() and np.isfinite(raw[~empty]).all()
+    assert empty.sum() == 450
+
+
+def test_analysis_mask_policy_recomputes_with_the_union_kernel(case):
+    coords, values, keep, counts = _run(case, "analysis_mask")
+    assert np.isfinite(values).all() and keep.all()
+    assert counts.empty.tolist() == [450, 0, 0] and counts.recomputed.tolist() == [450, 0, 0]
+    assert counts.carried.sum() == 0 and counts.dropped_voxels == 0
+    low = coords[:, 0] < 10
+    # the recomputed kernel holds lung voxels of the analysis mask only (the phase mask is empty there), so the mean is
+    # the mean CT of phase 0 over box(v) & (phase mask | lung)
+    v = coords[np.flatnonzero(low)[0]]
+    union = (case.phase_masks_tzyx[0] > 0) | (case.lung_mask_zyx > 0)
+    box = tuple(slice(max(0, c - 6), c + 7) for c in v)
+    expected = case.ct_tzyx[0][box][union[box]].mean()
+    assert values[np.flatnonzero(low)[0], 0, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_nearest_phase_policy_carries_phase_one(case):
+    coords, values, keep, counts = _run(case, "nearest_phase")
+    low = coords[:, 0] < 10
+    assert keep.all() and counts.carried.tolist() == [450, 0, 0] and counts.recomputed.sum() == 0
+    np.testing.assert_array_equal(values[low, 0], values[low, 1])
+
+
+def test_drop_policy_leaves_the_voxels_out(case):
+    coords, values, keep, counts = _run(case, "drop")
+    assert (~keep).sum() == 450 and counts.dropped_voxels == 450
+    assert np.array_equal(~keep, coords[:, 0] < 10)
+    assert np.isfinite(values[keep]).all()
