@@ -138,3 +138,22 @@ def test_nested_selection_reads_no_test_patient(finished_run):
         assert not read & set(fold["test"])
     paper = json.loads((select_dir / "paper.json").read_text())
     assert len(paper["cases"]) == 4
+
+
+def test_edge_inputs_retrain_and_are_explained(finished_run, tmp_path):
+    """train.edge_inputs appends the lung-edge sequences to every sequence model (raw too), and the saliency ranks the
+    edge channels beside the radiomic sequences. Runs on a copy of the finished run (other tests may have changed it,
+    so which upstream stages re-run is not asserted here)."""
+    import shutil
+
+    folder, _, _ = finished_run
+    shutil.copytree(folder / "run", tmp_path / "run")
+    config = tmp_path / "edge.yaml"
+    edited = CONFIG.replace("root: data", f"root: {folder / 'data'}")
+    config.write_text(edited.replace("  threads: 1\n", "  threads: 1\n  edge_inputs: [inside, distance_mm]\n"))
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "[train] runs:" in result.output
+    with open(tmp_path / "run" / "explain" / "importance.csv") as handle:
+        ids = {row["feature_id"] for row in csv.DictReader(handle)}
+    assert {"edge_inside", "edge_distance_mm"} <= ids

@@ -34,8 +34,9 @@ def test_unknown_model_name_suggests_the_closest() -> None:
 def test_unknown_parameter_and_raw_input_width_are_rejected() -> None:
     with pytest.raises(ConfigError, match="unknown parameter"):
         build_model("lstm", N_FEATURES, N_STEPS, hiden=(4,))
-    with pytest.raises(ConfigError, match="n_inputs must be 1"):
-        build_model("lstm_raw", N_FEATURES, N_STEPS)
+    with pytest.raises(ConfigError, match="n_inputs must be 1 to 4"):
+        build_model("lstm_raw", 5, N_STEPS)
+    build_model("lstm_raw", 3, N_STEPS)  # the raw intensity plus two lung-edge channels
     with pytest.raises(ConfigError, match="divisible"):
         build_model("transformer", N_FEATURES, N_STEPS, d_model=30, n_heads=4)
 

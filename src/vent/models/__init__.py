@@ -22,6 +22,7 @@ from typing import Any, Literal
 from torch import nn
 
 from vent.errors import ConfigError
+from vent.io.artifacts import EDGE_CHANNELS
 from vent.models.networks import (
     DEFAULT_HIDDEN,
     LSTMClassifier,
@@ -134,9 +135,11 @@ def build_model(name: str, n_inputs: int, n_steps: int, **params: Any) -> nn.Mod
     _check_name(name)
     if int(n_inputs) < 1 or int(n_steps) < 1:
         raise ConfigError(f"build_model({name!r}): n_inputs and n_steps must be >= 1; got {n_inputs}, {n_steps}")
-    if model_input_kind(name) == "raw" and int(n_inputs) != 1:
+    n_edge = len(EDGE_CHANNELS)
+    if model_input_kind(name) == "raw" and not 1 <= int(n_inputs) <= 1 + n_edge:
         raise ConfigError(
-            f"model {name!r} reads raw CT intensities (one value per phase), so n_inputs must be 1; got {n_inputs}"
+            f"model {name!r} reads raw CT intensities (one value per phase, plus up to {n_edge} lung-edge "
+            f"channels from train.edge_inputs), so n_inputs must be 1 to {1 + n_edge}; got {n_inputs}"
         )
     unknown = sorted(set(params) - _ALLOWED_PARAMS[name])
     if unknown:

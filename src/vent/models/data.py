@@ -182,7 +182,8 @@ def _read_block(
         bad = int(np.count_nonzero(~np.isfinite(data).all(axis=(1, 2))))
         raise DataError(
             f"{path}: {bad} voxel(s) in rows {start}-{stop} have NaN or infinite {INPUT_DATASETS[input_kind]}; "
-            "fix or mask them in the radiomics stage"
+            "the radiomics stage never writes NaN (radiomics.empty_kernel), so the file is from an older vent or was "
+            "altered: delete it and run `vent run CONFIG --from radiomics`"
         )
     if labels.size and labels.max() > 1:
         raise DataError(

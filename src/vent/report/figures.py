@@ -85,7 +85,7 @@ def trends_figure(
 ) -> Path:
     """Mean +/- SD over phases of the key sequences in defect vs healthy voxels (raw feature values)."""
     n = len(trends)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3), squeeze=False)
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
     for ax, (feature_id, classes) in zip(axes[0], trends.items()):
         for name, color in (("healthy", "tab:blue"), ("defect", "tab:red")):
             if name not in classes:
@@ -95,10 +95,11 @@ def trends_figure(
             ax.plot(phases, mean, color=color, label=name)
             ax.fill_between(phases, mean - sd, mean + sd, color=color, alpha=0.15)
         ax.set_title(feature_id, fontsize=8)
-        labels = _phase_labels(len(mean), phase_labels)
-        ax.set_xticks(phases, labels, rotation=60, ha="right", fontsize=6)
+        labels = [label.replace(" ", "\n", 1) for label in _phase_labels(len(mean), phase_labels)]
+        ax.set_xticks(phases, labels, fontsize=7)
         ax.set_xlabel("phase (breathing state)")
     axes[0][0].legend(fontsize=7)
+    axes[0][0].set_ylabel("feature value (raw, unstandardised)", fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -243,8 +243,9 @@ def _stream_case(
             chunk = features[start:stop]
             if not np.isfinite(chunk).all():
                 raise DataError(
-                    f"{info.path}:/features has NaN or infinite values in voxels {start}..{stop - 1}; "
-                    "re-run the radiomics stage."
+                    f"{info.path}:/features has NaN or infinite values in voxels {start}..{stop - 1}. The radiomics "
+                    "stage resolves undefined kernels by radiomics.empty_kernel and never writes NaN, so the file is "
+                    "from an older vent or was altered: delete it and run `vent run CONFIG --from radiomics`."
                 )
             accumulator.update(chunk)
             lo, hi = np.searchsorted(info.sample_index, [start, stop])
