@@ -111,7 +111,12 @@ def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path,
     sil = [s["silhouette"] for s in sweep if s["silhouette"] is not None]
     ncl = [s["n_clusters"] for s in sweep if s["silhouette"] is not None]
     left.plot(cut, sil, "o-", ms=3)
-    left.axvline(chosen_cutoff, color="tab:red", ls="--", lw=1)
+    left.axvline(chosen_cutoff, color="tab:red", ls="--", lw=1, label="chosen cut-off")
+    outside = [s["cutoff"] for s in sweep if s["silhouette"] is not None and s.get("eligible") is False]
+    if outside:  # cut-offs outside the guard band (select.min_clusters / max_clusters / max_cutoff)
+        left.scatter(outside, [sil[cut.index(c)] for c in outside], s=14, color="lightgray", zorder=3,
+                     label="outside the guard band")
+        left.legend(fontsize=7, loc="upper right")
     left.set(xlabel="cut-off distance (1 - |r|)", ylabel="silhouette", title="Cut-off sweep")
     twin = left.twinx()
     twin.plot(cut, ncl, color="tab:gray", lw=1)
