@@ -157,3 +157,20 @@ def test_edge_inputs_retrain_and_are_explained(finished_run, tmp_path):
     with open(tmp_path / "run" / "explain" / "importance.csv") as handle:
         ids = {row["feature_id"] for row in csv.DictReader(handle)}
     assert {"edge_inside", "edge_distance_mm"} <= ids
+
+
+def test_toggling_the_no_learning_row_keeps_the_trained_folds(finished_run, tmp_path):
+    """train.no_learning_baseline changes which rows are scored, not how any model trains: every fold is kept."""
+    import shutil
+
+    folder, _, _ = finished_run
+    shutil.copytree(folder / "run", tmp_path / "run")
+    config = tmp_path / "copy.yaml"
+    config.write_text(CONFIG.replace("root: data", f"root: {folder / 'data'}"))
+    assert CliRunner().invoke(app, ["run", str(config)]).exit_code == 0  # brings the copy up to date
+    result = CliRunner().invoke(app, ["run", str(config), "--set", "train.no_learning_baseline=false"])
+    assert result.exit_code == 0, result.output
+    assert "[train] runs: config changed: train.no_learning_baseline (True -> False)" in result.output
+    assert result.output.count("already trained with these settings, kept") == 6  # 3 rows x 2 folds
+    with open(tmp_path / "run" / "report" / "table2.csv") as handle:
+        assert "densest_inhale" not in {row["model"] for row in csv.DictReader(handle)}

@@ -166,7 +166,7 @@ class TrainStage(Stage):
         train = {
             k: v
             for k, v in plan.definition["config"]["train"].items()
-            if k not in ("models", "reference_model", "compare_selection_modes", "threshold")
+            if k not in ("models", "reference_model", "compare_selection_modes", "threshold", "no_learning_baseline")
         }
         payload = {
             "version": self.version,
