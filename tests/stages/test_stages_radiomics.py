@@ -80,3 +80,29 @@ def test_drop_policy_leaves_the_voxels_out(case):
     assert (~keep).sum() == 450 and counts.dropped_voxels == 450
     assert np.array_equal(~keep, coords[:, 0] < 10)
     assert np.isfinite(values[keep]).all()
+
+
+def test_compaction_keeps_the_chosen_voxels_and_leaves_no_temporary(tmp_path):
+    import h5py
+
+    from vent.io.artifacts import compact_radiomics_case, create_radiomics_case, write_radiomics_voxel_data
+
+    rng = np.random.default_rng(0)
+    n, t, f = 9000, 3, 4  # more than one 4096-voxel chunk
+    features = rng.normal(size=(n, t, f)).astype(np.float32)
+    edge = rng.normal(size=(n, t, 3)).astype(np.float32)
+    labels = (rng.random(n) < 0.3).astype(np.uint8)
+    coords = rng.integers(0, 50, size=(n, 3))
+    path = tmp_path / "case.h5"
+    with h5py.File(path, "w") as handle:
+        create_radiomics_case(handle, n, t, [f"f{i}" for i in range(f)], [""] * f, {"case_id": "c"})[...] = features
+        write_radiomics_voxel_data(handle, features[:, :, 0], labels, features[:, 0, 1], coords, edge_ntc=edge)
+    keep = rng.random(n) > 0.1
+    compact_radiomics_case(path, keep)
+    with h5py.File(path, "r") as handle:
+        np.testing.assert_array_equal(handle["features"][...], features[keep])
+        np.testing.assert_array_equal(handle["edge"][...], edge[keep])
+        np.testing.assert_array_equal(handle["labels"][...], labels[keep])
+        np.testing.assert_array_equal(handle["coords"][...], coords[keep])
+        assert handle.attrs["case_id"] == "c" and list(handle["edge"].attrs["channels"])
+    assert [p.name for p in tmp_path.iterdir()] == ["case.h5"]

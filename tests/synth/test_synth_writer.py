@@ -80,7 +80,7 @@ def test_second_run_skips_and_killed_run_resumes(tmp_path):
     # Simulate a run killed while writing Subject_02: no marker, a truncated file, a stray temporary file.
     (folders[1] / ".complete").unlink()
     (folders[1] / "CT" / "PhaseImage_07.mha").write_bytes(b"truncated")
-    (folders[1] / "CT" / ".PhaseImage_08.tmp-999.mha").write_bytes(b"partial")
+    (folders[1] / "CT" / ".tmp-0a1b2c3d-PhaseImage_08.mha").write_bytes(b"partial")  # vent.io.atomic naming
     time.sleep(0.01)
     messages.clear()
     write_synthetic_cohort(out, n_cases=2, modality="spect", size="tiny", seed=1, progress=messages.append)

@@ -195,13 +195,11 @@ def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
     Used when voxels are left out of the analysis after their features were written (``radiomics.empty_kernel``);
     the rewrite goes to a temporary file renamed over ``path``, so ``path`` is never half-written.
     """
-    import os
-    import uuid
+    from vent.io.atomic import atomic_path
 
     keep = np.asarray(keep, dtype=bool)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     kept_index = np.flatnonzero(keep)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(path, "r") as source, h5py.File(tmp, "w") as target:
             for key, value in source.attrs.items():
                 target.attrs[key] = value
@@ -219,10 +217,6 @@ def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
                     rows = kept_index[lo : lo + VOXEL_CHUNK]
                     block = data[int(rows[0]) : int(rows[-1]) + 1]
                     out[lo : lo + len(rows)] = block[rows - rows[0]]
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def string_list(values: Any) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -180,14 +179,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    from vent.io.atomic import atomic_path
+
+    with atomic_path(path) as temporary:
         torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vent.errors import DataError
+from vent.io.atomic import atomic_path
 from vent.radiomics.discretisation import discretise
 from vent.radiomics.engine import compute_roi_features, compute_voxel_features
 from vent.radiomics.features import FEATURE_BY_ID, FEATURE_IDS, feature_indices
@@ -37,13 +36,6 @@ def _read_image(path: Path, what: str):
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise DataError(f"{what} file {path} cannot be read by SimpleITK: {error}") from error
-
-
-def _atomic_target(out_path: Path) -> Path:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(handle)
-    return Path(temp)
 
 
 def write_feature_maps(
@@ -111,13 +103,11 @@ def write_feature_maps(
     }
     if roi:
         values = compute_roi_features(image_zyx, grey, mask_zyx, n_grey, ids)
-        temp = _atomic_target(out_path)
-        with temp.open("w", newline="") as handle:
+        with atomic_path(out_path) as temp, temp.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["feature_id", "ibsi_id", "value"])
             for fid, value in values.items():
                 writer.writerow([fid, FEATURE_BY_ID[fid].ibsi_id, repr(value)])
-        os.replace(temp, out_path)
         logger.info("wrote %d ROI features to %s", len(values), out_path)
         return out_path
 
@@ -125,24 +115,18 @@ def write_feature_maps(
 
     centres = np.argwhere(mask_zyx)
     values = compute_voxel_features(image_zyx, grey, mask_zyx, centres, n_grey, settings, ids, progress)
-    temp = _atomic_target(out_path)
-    try:
-        with h5py.File(temp, "w") as handle:
-            for key, value in attributes.items():
-                handle.attrs[key] = value
-            group = handle.create_group("maps")
-            for col, fid in enumerate(ids):
-                volume = np.full(image_zyx.shape, np.nan, dtype=np.float32)
-                volume[tuple(centres.T)] = values[:, col]
-                dataset = group.create_dataset(fid, data=volume, compression="gzip", compression_opts=1)
-                dataset.attrs["ibsi_id"] = FEATURE_BY_ID[fid].ibsi_id
-                dataset.attrs["kernel_voxels"] = settings.kernel_voxels
-                dataset.attrs["bin_count"] = -1 if bin_count is None else bin_count
-                dataset.attrs["bin_width"] = np.nan if bin_width is None else bin_width
-        os.replace(temp, out_path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    with atomic_path(out_path) as temp, h5py.File(temp, "w") as handle:
+        for key, value in attributes.items():
+            handle.attrs[key] = value
+        group = handle.create_group("maps")
+        for col, fid in enumerate(ids):
+            volume = np.full(image_zyx.shape, np.nan, dtype=np.float32)
+            volume[tuple(centres.T)] = values[:, col]
+            dataset = group.create_dataset(fid, data=volume, compression="gzip", compression_opts=1)
+            dataset.attrs["ibsi_id"] = FEATURE_BY_ID[fid].ibsi_id
+            dataset.attrs["kernel_voxels"] = settings.kernel_voxels
+            dataset.attrs["bin_count"] = -1 if bin_count is None else bin_count
+            dataset.attrs["bin_width"] = np.nan if bin_width is None else bin_width
     if nifti_dir is not None:
         nifti_dir = Path(nifti_dir)
         nifti_dir.mkdir(parents=True, exist_ok=True)
@@ -151,10 +135,8 @@ def write_feature_maps(
             volume[tuple(centres.T)] = values[:, col]
             feature_image = sitk.GetImageFromArray(volume)
             feature_image.CopyInformation(image)
-            target = nifti_dir / f"{fid}.nii.gz"
-            temp_nifti = nifti_dir / f".{fid}.tmp.nii.gz"
-            sitk.WriteImage(feature_image, str(temp_nifti))
-            os.replace(temp_nifti, target)
+            with atomic_path(nifti_dir / f"{fid}.nii.gz") as temp_nifti:
+                sitk.WriteImage(feature_image, str(temp_nifti))
     logger.info("wrote %d feature maps (%d voxels) to %s", len(ids), len(centres), out_path)
     return out_path
 

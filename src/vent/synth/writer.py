@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Literal
 
 import SimpleITK as sitk
 
 from vent.errors import ConfigError, DataError
+from vent.io.atomic import atomic_path, clean_temporaries
 from vent.synth.subject import (
     GENERATOR_VERSION,
     MODALITIES,
@@ -47,29 +47,22 @@ def subject_folder_name(index: int) -> str:
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)`` then rename the temporary file to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    """Call ``write(temporary_path)`` then rename the temporary file to ``path`` (``vent.io.atomic``)."""
+    with atomic_path(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def _clean_incomplete(folder: Path, n_phases: int) -> None:
     """Remove what a killed run may have left in an incomplete subject folder before it is regenerated.
 
-    Deletes temporary files (``.NAME.tmp-PID.ext``) and phase files numbered above ``n_phases`` (left by an earlier,
-    interrupted run with another modality); every other file is overwritten by the regeneration.
+    Deletes temporary files (``vent.io.atomic``'s ``.tmp-*``) and phase files numbered above ``n_phases`` (left by an
+    earlier, interrupted run with another modality); every other file is overwritten by the regeneration.
     """
     if not folder.is_dir():
         return
-    for stale in folder.rglob(".*.tmp-*"):
-        if stale.is_file():
-            logger.info("removing stale temporary file %s", stale)
-            stale.unlink()
+    removed = clean_temporaries(folder)
+    if removed:
+        logger.info("removed %d stale temporary file(s) in %s", removed, folder)
     for pattern in ("PhaseImage_*.mha", "PhaseMask_*.mha"):
         for phase_file in (folder / "CT").glob(pattern):
             number = phase_file.stem.rsplit("_", 1)[-1]
