@@ -158,6 +158,25 @@ def edge_channel_index(path: str | Path, channels: Sequence[str]) -> list[int] |
     return [names.index(c) for c in channels]
 
 
+def _model_inputs(
+    h5: h5py.File,
+    rows: slice | np.ndarray,
+    input_kind: InputKind,
+    feature_index: Sequence[int] | None,
+    edge_index: Sequence[int] | None,
+) -> np.ndarray:
+    """Rows of an open radiomics file as model inputs (n, T, F_sel + E) float32: the selected features (or the raw
+    intensity as one channel), then the chosen lung-edge channels."""
+    data = h5[INPUT_DATASETS[input_kind]][rows]
+    if input_kind == "raw":
+        data = data[:, :, None]
+    elif feature_index is not None:
+        data = data[:, :, np.asarray(list(feature_index), dtype=np.int64)]
+    if edge_index:
+        data = np.concatenate([data, h5[EDGE_DATASET][rows][:, :, list(edge_index)]], axis=2)
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
 def _read_block(
     path: Path,
     input_kind: InputKind,
@@ -168,16 +187,8 @@ def _read_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read rows [start, stop) of one file: x (n, T, F_sel + E) float32 and labels (n,) uint8."""
     with h5py.File(path, "r") as h5:
-        data = h5[INPUT_DATASETS[input_kind]][start:stop]
+        data = _model_inputs(h5, slice(start, stop), input_kind, feature_index, edge_index)
         labels = h5[LABEL_DATASET][start:stop]
-        edge = h5[EDGE_DATASET][start:stop][:, :, list(edge_index)] if edge_index else None
-    if input_kind == "raw":
-        data = data[:, :, None]
-    elif feature_index is not None:
-        data = data[:, :, feature_index]
-    if edge is not None:
-        data = np.concatenate([data, edge], axis=2)
-    data = np.ascontiguousarray(data, dtype=np.float32)
     if not np.isfinite(data).all():
         bad = int(np.count_nonzero(~np.isfinite(data).all(axis=(1, 2))))
         raise DataError(
@@ -205,14 +216,8 @@ def read_voxel_inputs(
     explanation and prediction feed a model exactly what it was trained on.
     """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    index = None if feature_index is None or input_kind == "raw" else np.asarray(list(feature_index), dtype=np.int64)
     with h5py.File(path, "r") as h5:
-        data = h5[INPUT_DATASETS[input_kind]][rows]
-        edge = h5[EDGE_DATASET][rows][:, :, list(edge_index)] if edge_index else None
-    data = data[:, :, None] if input_kind == "raw" else (data if index is None else data[:, :, index])
-    if edge is not None:
-        data = np.concatenate([data, edge], axis=2)
-    return np.ascontiguousarray(data, dtype=np.float32)
+        return _model_inputs(h5, rows, input_kind, feature_index, edge_index)
 
 
 def _read_labels(path: Path) -> np.ndarray:

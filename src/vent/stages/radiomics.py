@@ -100,6 +100,7 @@ class RadiomicsStage(PerCaseStage):
         lung = pre.lung_mask_zyx > 0
         coords = np.argwhere(lung).astype(np.int32)
         n_voxels, n_phases = len(coords), pre.n_phases
+        scales = _phase_scales(pre, lung, config)
         attrs = {
             "case_id": case,
             "fingerprint": fingerprint,
@@ -107,7 +108,7 @@ class RadiomicsStage(PerCaseStage):
                 {
                     **json.loads(config.model_dump_json()),
                     "kernel_voxels": settings.kernel_voxels,
-                    "n_grey_per_phase": [s.n_grey for s in _phase_scales(pre, lung, config)],
+                    "n_grey_per_phase": [s.n_grey for s in scales],
                 }
             ),
             "phase_order": pre.attrs.get("phase_order"),
@@ -120,8 +121,8 @@ class RadiomicsStage(PerCaseStage):
         with h5py.File(out_path, "w") as handle:
             features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
             with ctx.progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
-                for start, values, kept in case_feature_blocks(pre, coords, config, settings, feature_ids, counts,
-                                                               bar.advance):
+                blocks = case_feature_blocks(pre, coords, config, settings, feature_ids, counts, bar.advance, scales)
+                for start, values, kept in blocks:
                     features[start : start + len(values)] = values
                     keep[start : start + len(values)] = kept
             z, y, x = coords.T
@@ -149,15 +150,17 @@ def case_feature_blocks(
     feature_ids: list[str],
     counts: EmptyKernelCounts,
     progress: Any = None,
+    scales: list[_PhaseScale] | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, values (n, T, F) float32, keep (n,) bool)`` for consecutive blocks of ``coords``.
 
     Every phase is filtered on its own grey scale and kernel mask; undefined voxel-phases are then handled by
     ``config.empty_kernel`` (see :mod:`vent.radiomics.lung_edge`) and tallied in ``counts``. Rows with ``keep``
-    False are voxels to leave out of the analysis (their values are 0).
+    False are voxels to leave out of the analysis (their values are 0). ``scales``: the phases' grey levels when the
+    caller has them (``_phase_scales``), so each phase is discretised once.
     """
     lung = pre.lung_mask_zyx > 0
-    scales = _phase_scales(pre, lung, config)
+    scales = scales if scales is not None else _phase_scales(pre, lung, config)
     fallback = _fallback_scales(pre, lung, config, scales) if config.empty_kernel == "analysis_mask" else None
     for start in range(0, len(coords), _BLOCK):
         block = coords[start : start + _BLOCK]

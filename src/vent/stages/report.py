@@ -156,8 +156,8 @@ class ReportStage(Stage):
         radiomics_attrs = {
             row["case"]: read_attrs(ctx.case_file("radiomics", row["case"])) for row in cohort
         }
-        self._phase_labels = phase_state_labels(radiomics_attrs)
-        self._data_section(ctx, doc, cohort, radiomics_attrs)
+        phase_labels = phase_state_labels(radiomics_attrs)
+        self._data_section(ctx, doc, cohort, radiomics_attrs, phase_labels)
 
         doc.heading("Table 2: defect prediction, per-patient mean (min-max)")
         doc.paragraph(
@@ -201,7 +201,7 @@ class ReportStage(Stage):
             outputs["roc.png"] = "ROC"
 
         self._selection_section(ctx, doc, out, outputs)
-        self._explain_section(ctx, doc, out, outputs)
+        self._explain_section(ctx, doc, out, outputs, phase_labels)
         self._example_case(ctx, doc, out, outputs, reference)
 
         doc.heading("Per-patient metrics")
@@ -231,7 +231,12 @@ class ReportStage(Stage):
         return outputs
 
     def _data_section(
-        self, ctx: RunContext, doc: Document, cohort: list[dict[str, str]], radiomics_attrs: dict[str, dict]
+        self,
+        ctx: RunContext,
+        doc: Document,
+        cohort: list[dict[str, str]],
+        radiomics_attrs: dict[str, dict],
+        phase_labels: list[str],
     ) -> None:
         """Phase order, ground-truth checks and the empty-kernel policy's counts, per patient."""
         config = ctx.config
@@ -241,7 +246,7 @@ class ReportStage(Stage):
             f"Phase order: '{config.data.phase_order}'"
             + (" (rotated so that the smallest lung, maximum exhalation, comes first)."
                if config.data.phase_order == "from_max_exhale" else " (the files' order).")
-            + f" Phases in the figures: {', '.join(self._phase_labels)}. RefVI resampling: "
+            + f" Phases in the figures: {', '.join(phase_labels)}. RefVI resampling: "
             f"'{config.preprocess.ground_truth.refvi_interpolation}'"
             + (" (normalised over RefVI lung voxels, no interpolation rim)."
                if config.preprocess.ground_truth.refvi_interpolation == "masked" else " (plain linear, 0 outside).")
@@ -350,7 +355,9 @@ class ReportStage(Stage):
         )
         outputs["selection.png"] = "selection"
 
-    def _explain_section(self, ctx: RunContext, doc: Document, out: Path, outputs: dict[str, Any]) -> None:
+    def _explain_section(
+        self, ctx: RunContext, doc: Document, out: Path, outputs: dict[str, Any], phase_labels: list[str]
+    ) -> None:
         explain_dir = ctx.run_dir / "explain"
         config = ctx.config.explain
         with h5py.File(explain_dir / "saliency.h5", "r") as handle:
@@ -382,7 +389,7 @@ class ReportStage(Stage):
                 [ids[i] for i in shown],
                 out / "saliency.png",
                 "Averaged temporal saliency map (phases x radiomic sequences)",
-                phase_labels=self._phase_labels,
+                phase_labels=phase_labels,
             )
             doc.image(out / "saliency.png", "Averaged temporal saliency map over held-out voxels of all folds.")
             importance = _read_csv(explain_dir / "importance.csv")
@@ -410,7 +417,7 @@ class ReportStage(Stage):
                             np.array([s[2] for s in sel]),
                         )
             if trends:
-                figures.trends_figure(trends, out / "trends.png", phase_labels=self._phase_labels)
+                figures.trends_figure(trends, out / "trends.png", phase_labels=phase_labels)
                 doc.image(
                     out / "trends.png",
                     "Key radiomic sequences over the breathing cycle (phases in analysis order, labelled by "

@@ -205,10 +205,6 @@ class TrainStage(Stage):
         fold_dir.mkdir(parents=True, exist_ok=True)
         write_text(stamp_file, stamp)
 
-        if not fold.val:  # validate_folds rejects this too; never early-stop on training patients
-            raise ArtifactError(
-                f"fold {fold.index} has no validation patient; delete select/splits.json to re-split (cv.val_fraction)"
-            )
         inputs = _fold_inputs(ctx.run_dir, run, fold, files, config)
         model, train_batches, val_batches, settings = _fold_setup(run, fold, files, inputs, config)
         with ctx.progress.task(f"{run.row} fold {fold.index} (epochs)", total=config.max_epochs) as epochs:

@@ -211,15 +211,15 @@ def make_semireal_subject(
     spacing_work = np.asarray(work.spacing_mm_zyx, dtype=np.float32).reshape(3, 1, 1, 1)
     spacing_model = np.asarray(model.spacing_mm_zyx, dtype=np.float32).reshape(3, 1, 1, 1)
 
-    def warp(amplitude: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def warp(amplitude: float) -> tuple[np.ndarray, np.ndarray]:
         """(work index of X, model index of X, J at X) for the FOV voxels at this amplitude."""
         backward = inverse_displacement(displacement, model, amplitude)
         w = np.stack([_sample(backward[i], fov_model) for i in range(3)])
-        return fov_index - w / spacing_work, fov_model - w / spacing_model, w
+        return fov_index - w / spacing_work, fov_model - w / spacing_model
 
-    phases, masks, local_ventilation = [], [], None
+    phases, masks = [], []
     for p, amplitude in enumerate(amplitudes):
-        work_x, model_x, _ = warp(float(amplitude))
+        work_x, model_x = warp(float(amplitude))
         jac = _sample(jacobian_determinant(displacement, model.spacing_mm_zyx, float(amplitude)), model_x)
         lung_x = np.clip(_sample(side_occupancy, work_x, cval=0.0), 0, 1)
         hu_x = _sample(reference, work_x)
@@ -228,7 +228,7 @@ def make_semireal_subject(
         phases.append(np.clip(np.round(hu), -1024, 3071).astype(np.int16))
         masks.append((lung_x >= 0.5).astype(np.uint8))
     mean_amplitude = float(np.mean(amplitudes))
-    work_x, model_x, _ = warp(mean_amplitude)
+    work_x, model_x = warp(mean_amplitude)
     j_inhale = jacobian_determinant(displacement, model.spacing_mm_zyx, 1.0)
     local_ventilation = np.clip(_sample(j_inhale, model_x) - 1.0, 0, None)
     average_occupancy = np.clip(_sample(side_occupancy, work_x, cval=0.0), 0, 1)
@@ -250,7 +250,6 @@ def make_semireal_subject(
     start = inhale  # files begin at maximum inhalation
     order = [(start + k) % settings.n_phases for k in range(settings.n_phases)]
     volumes = [float(masks[i].sum()) * float(np.prod(fov.spacing_mm_xyz)) / 1000 for i in order]
-    base_rows = (masks[0].sum(axis=(1, 2)) > 0).argmax()
     truth = {
         "generator": "vent.synth.from_ct",
         "generator_version": GENERATOR_VERSION,
@@ -269,7 +268,6 @@ def make_semireal_subject(
         "defect_fraction": float(truth_defect[average_mask > 0].mean()),
         "expansion_reductions": reductions.tolist(),
         "hot_spots": hot_spots,
-        "fov_lowest_lung_row": int(base_rows),
     }
     return {
         "phases": [fov.to_image(phases[i]) for i in order],
