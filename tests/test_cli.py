@@ -222,3 +222,21 @@ def test_synth_from_ct_needs_a_lung_mask_and_existing_files(tmp_path):
         app, ["synth", str(tmp_path / "out"), "--from-ct", str(tmp_path / "ct.nii.gz"), "--lung-mask", "m.nii.gz"]
     )
     assert result.exit_code == 2 and "ct.nii.gz does not exist" in result.output
+
+
+def test_synth_from_ct_names_a_mask_off_the_ct_grid(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from vent.cli import app
+
+    ct = sitk.GetImageFromArray(np.full((20, 20, 20), -800, np.int16))
+    mask = sitk.GetImageFromArray(np.pad(np.ones((10, 10, 10), np.uint8), 5))
+    mask.SetSpacing((2.0, 2.0, 2.0))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    sitk.WriteImage(mask, str(tmp_path / "lung.nii.gz"))
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "out"), "--from-ct", str(tmp_path / "ct.nii.gz"),
+                                      "--lung-mask", str(tmp_path / "lung.nii.gz")])
+    assert result.exit_code == 1 and "lung.nii.gz is not on the grid of" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -295,10 +295,22 @@ def write_semireal_cohort(
         seed: Cohort seed.
         settings: Generator settings.
     """
-    ct = sitk.ReadImage(str(ct_path))
+    from vent.io.images import grid_of, read_ct, read_lung_mask
+
+    ct = read_ct(Path(ct_path), "real CT (--from-ct)")
+    if np.abs(np.asarray(ct.GetDirection()) - np.eye(3).ravel()).max() > 1e-6:
+        raise DataError(f"{ct_path} has direction {ct.GetDirection()}; the semi-real generator needs an identity "
+                        "direction matrix (resample the CT onto an axis-aligned grid first)")
     lung = None
     for path in lung_mask_paths:
-        mask = sitk.ReadImage(str(path)) > 0
+        mask, _ = read_lung_mask(Path(path), "lung mask (--lung-mask)")
+        a, b = grid_of(mask), grid_of(ct)
+        geometry_a = a.spacing_mm_xyz + a.origin_mm_xyz + a.direction
+        geometry_b = b.spacing_mm_xyz + b.origin_mm_xyz + b.direction
+        if a.size_xyz != b.size_xyz or not np.allclose(geometry_a, geometry_b, atol=1e-3):
+            raise DataError(f"lung mask {path} is not on the grid of {ct_path}; give masks on the CT's own grid")
+        mask = mask > 0
+        mask.CopyInformation(ct)
         lung = mask if lung is None else (lung | mask)
     out_dir = Path(out_dir)
     marker = json.dumps({"generator_version": GENERATOR_VERSION, "seed": seed, "settings": asdict(settings)})
