@@ -43,8 +43,9 @@ def _peak_rss_mib() -> float:
 
 def write_cases(folder: Path, n_cases: int, n_voxels: int, n_steps: int, n_features: int, seed: int) -> list[Path]:
     """Write ``n_cases`` synthetic patient files; defects (30%) shift the first features upwards."""
-    import h5py
     import numpy as np
+
+    from vent.io.artifacts import write_radiomics_case
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -53,10 +54,7 @@ def write_cases(folder: Path, n_cases: int, n_voxels: int, n_steps: int, n_featu
         features = rng.normal(size=(n_voxels, n_steps, n_features)).astype(np.float32)
         features[:, :, :5] += 0.8 * labels[:, None, None]
         path = folder / f"case{case:03d}.h5"
-        with h5py.File(path, "w") as h5:
-            h5.create_dataset("features", data=features, chunks=(min(4096, n_voxels), n_steps, n_features))
-            h5.create_dataset("intensity", data=features[:, :, 0] * 100 - 800, chunks=(min(4096, n_voxels), n_steps))
-            h5.create_dataset("labels", data=labels)
+        write_radiomics_case(path, features, labels, intensity=features[:, :, 0] * 100 - 800)
         paths.append(path)
     return paths
 

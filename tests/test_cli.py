@@ -57,9 +57,32 @@ def test_validate_missing_config_exit_2(tmp_path):
 def test_status_before_any_run(tmp_path, phantom_cohort):
     result = runner.invoke(app, ["status", str(_config(tmp_path, phantom_cohort))])
     assert result.exit_code == 0, result.output
-    for stage in ("preprocess", "radiomics", "select", "train", "explain", "report"):
+    for stage in ("preprocess", "split", "radiomics", "select", "train", "evaluate", "explain", "report"):
         assert stage in result.output
     assert "never run" in result.output
+    assert "not used" not in result.output  # the default methods read every stage
+    assert "training folds" in result.output  # no folds yet: the table is empty
+
+
+def test_status_marks_the_stages_a_config_does_not_use(tmp_path, phantom_cohort):
+    config = _config(tmp_path, phantom_cohort, "train: {models: [densest_inhale], reference_model: densest_inhale}\n")
+    result = runner.invoke(app, ["status", str(config)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 3}
+    for stage in ("radiomics", "select", "explain"):
+        assert "not used" in rows[stage], rows[stage]
+    for stage in ("preprocess", "split", "train", "evaluate"):
+        assert "never run" in rows[stage], rows[stage]
+    result = runner.invoke(app, ["run", str(config), "--only", "explain"])
+    assert result.exit_code == 2 and "does not use the explain stage" in " ".join(result.output.split())
+
+
+def test_a_moved_config_key_exits_2_naming_its_new_place(tmp_path, phantom_cohort):
+    result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort, "train: {device: cpu}\n"))])
+    assert result.exit_code == 2
+    assert "'train.device' is now 'execution.device'" in " ".join(result.output.split())
+    result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort)), "--set", "radiomics.workers=2"])
+    assert result.exit_code == 2 and "execution.workers" in result.output
 
 
 def test_run_unknown_stage_exit_2(tmp_path, phantom_cohort):

@@ -38,7 +38,10 @@ def test_study_settings_in_pet_and_spect():
         assert config.preprocess.spacing_mm == (2.0, 2.0, 2.0)
         assert config.radiomics.kernel_mm == 26 and config.radiomics.bin_count == 64
         assert config.cv.n_folds == 5
-        assert config.train.hidden == [128, 64, 32, 16, 8]
+        assert config.train.models["lstm"]["hidden"] == [128, 64, 32, 16, 8]
+        assert config.train.model_params("lstm").hidden == [128, 64, 32, 16, 8]
+        assert list(config.train.models) == ["lstm", "bilstm", "transformer", "lstm_raw", "densest_inhale"]
+        assert config.train.reference_model == "lstm"
         assert config.train.lr == pytest.approx(1e-4)
         assert config.train.clip_grad_norm == 1.0
         assert config.train.batch_size == 2048
@@ -104,3 +107,115 @@ def test_overrides(tmp_path):
     assert load_config(path, ["train.lr=2e-4"]).train.lr == pytest.approx(2e-4)
     with pytest.raises(ConfigError, match="did you mean 'train.lr'"):
         load_config(path, ["train.lrr=2e-4"])
+
+
+# ---- the method registry in the config (train.models) and the execution section
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "new"),
+    [
+        ("train", "device: cpu", "execution.device"),
+        ("train", "threads: 2", "execution.threads"),
+        ("radiomics", "workers: 2", "execution.workers"),
+        ("radiomics", "backend: numba", "execution.radiomics_engine"),
+        ("explain", "internal_batch_size: 64", "execution.explain_batch_size"),
+        ("train", "hidden: [8]", "train.models.<lstm|bilstm|lstm_raw>.hidden"),
+        ("train", "transformer: {d_model: 8}", "train.models.transformer"),
+        ("train", "no_learning_baseline: true", "train.models (add or remove densest_inhale)"),
+    ],
+)
+def test_a_moved_key_names_its_new_place(tmp_path, section, key, new):
+    path = _write(tmp_path, f"run_dir: r\ndata: {{root: d}}\n{section}: {{{key}}}\n")
+    old = f"{section}.{key.split(':')[0]}"
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message and f"'{old}' is now '{new}'" in message
+    assert error.value.exit_code == 2
+
+
+def test_a_moved_key_given_as_an_override_names_its_new_place(tmp_path):
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\n")
+    with pytest.raises(ConfigError, match=r"'train\.device' is now 'execution\.device'"):
+        load_config(path, ["train.device=cpu"])
+    assert load_config(path, ["execution.device=cpu"]).execution.device == "cpu"
+
+
+def test_every_moved_key_is_reported_at_once(tmp_path):
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {device: cpu}\nradiomics: {workers: 2}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "execution.device" in str(error.value) and "execution.workers" in str(error.value)
+
+
+def test_execution_section_defaults_and_values(tmp_path):
+    config = load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\n"))
+    assert config.execution.device == "auto" and config.execution.workers is None
+    assert config.execution.threads is None and config.execution.radiomics_engine == "auto"
+    text = "run_dir: r\ndata: {root: d}\nexecution: {device: cpu, threads: 2, workers: 3, explain_batch_size: 64}\n"
+    config = load_config(_write(tmp_path, text))
+    assert (config.execution.device, config.execution.threads, config.execution.workers) == ("cpu", 2, 3)
+    assert config.execution.explain_batch_size == 64
+    with pytest.raises(ConfigError, match=r"did you mean 'execution\.threads'"):
+        load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\nexecution: {thread: 2}\n"))
+
+
+def test_unknown_model_parameter_is_named(tmp_path):
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: {lstm: {hiden: [4]}}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message and "train.models.lstm: unknown parameter 'hiden'" in message
+    assert error.value.exit_code == 2
+
+
+def test_bad_model_parameter_value_and_unknown_model_are_named(tmp_path):
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: {lstm: {hidden: [0]}}}\n")
+    with pytest.raises(ConfigError, match=r"train\.models\.lstm: 'hidden'.*at least one cell"):
+        load_config(path)
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: [lstm, lstmm]}\n")
+    with pytest.raises(ConfigError, match=r"unknown model 'lstmm'; did you mean 'lstm'"):
+        load_config(path)
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: {transformer: {d_model: 30, n_heads: 4}}, "
+                  "reference_model: transformer}\n")
+    with pytest.raises(ConfigError, match=r"train\.models\.transformer:.*divisible"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: []}\n"))
+
+
+def test_list_and_mapping_forms_of_models_give_the_same_config(tmp_path):
+    from vent.models.registry import LSTMParams, get_spec
+
+    forms = [
+        "[lstm, transformer, densest_inhale]",
+        "{lstm: null, transformer: {}, densest_inhale: {}}",
+        "{lstm: {hidden: [128, 64, 32, 16, 8], dropout: 0.0}, transformer: {d_model: 64}, densest_inhale: null}",
+        "[{lstm: {hidden: [128, 64, 32, 16, 8]}}, transformer, {densest_inhale: {}}]",
+    ]
+    configs = [load_config(_write(tmp_path, f"run_dir: r\ndata: {{root: d}}\ntrain: {{models: {f}}}\n")) for f in forms]
+    dumps = [c.model_dump(mode="json") for c in configs]
+    assert all(d == dumps[0] for d in dumps[1:])
+    models = configs[0].train.models
+    assert list(models) == ["lstm", "transformer", "densest_inhale"]
+    assert models["lstm"] == LSTMParams().model_dump()
+    assert models["transformer"] == get_spec("transformer").params().model_dump()
+    assert models["densest_inhale"] == {}
+    # the order of the config is kept (it is the order of Table 2's rows)
+    reordered = load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: [densest_inhale, lstm]}\n"))
+    assert list(reordered.train.models) == ["densest_inhale", "lstm"]
+
+
+def test_a_model_listed_twice_is_an_error(tmp_path):
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain: {models: [lstm, {lstm: {hidden: [4]}}]}\n")
+    with pytest.raises(ConfigError, match="twice"):
+        load_config(path)
+
+
+def test_default_models_are_the_registry_defaults(tmp_path):
+    from vent.models.registry import DEFAULT_MODELS
+
+    config = load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\n"))
+    assert tuple(config.train.models) == DEFAULT_MODELS
+    assert config.train.reference_model in config.train.models

@@ -1,16 +1,26 @@
-"""End to end: a tiny synthetic cohort through all six stages; re-runs skip; a killed stage resumes; a changed
-train.lr re-runs only train, explain and report."""
+"""End to end through the CLI: a tiny synthetic cohort through all eight stages; re-runs skip; a killed stage resumes;
+a changed train.lr re-runs only train and what reads it; adding a method trains only that method.
+
+The module's finished run is never changed: every test that runs again works on its own copy of the run folder
+(``_copy``), whose config reads the module's cohort by its absolute path (the data section, paths included, is part
+of the preprocess fingerprint, so the copy's stages are current exactly when the original's are). The fixture
+checks at the end that no file of the finished run or its cohort changed, so the tests pass in any order.
+"""
 
 import csv
+import json
 import os
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from vent.cli import app
+from vent.io import layout
 
 pytestmark = pytest.mark.slow
 
+STAGES = ("preprocess", "split", "radiomics", "select", "train", "evaluate", "explain", "report")
 CONFIG = """
 run_dir: run
 data:
@@ -19,16 +29,22 @@ data:
 select: {max_voxels_per_case: 2000}
 cv: {n_folds: 2, val_fraction: 0.5}
 train:
-  models: [lstm, lstm_raw]
-  hidden: [16, 8]
+  models:
+    lstm: {hidden: [16, 8]}
+    lstm_raw: {hidden: [16, 8]}
   lr: 0.003
   batch_size: 256
   max_epochs: 3
   patience: 2
   max_voxels_per_case: 800
-  threads: 1
 explain: {n_steps: 8, voxels_per_class_per_case: 8}
+execution: {threads: 1}
 """
+ROWS = ["lstm", "lstm_raw", "lstm@paper"]
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 @pytest.fixture(scope="module")
@@ -38,63 +54,79 @@ def finished_run(tmp_path_factory):
     config.write_text(CONFIG)
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    return folder, config, result.output
+    before = _snapshot(folder)
+    yield folder, config, result.output
+    assert _snapshot(folder) == before, "a test changed the module's finished run; work on _copy(finished_run, ...)"
+
+
+def _copy(finished_run, tmp_path, text=CONFIG):
+    """A copy of the finished run folder in ``tmp_path`` and its config (``text``) reading the module's cohort."""
+    folder, _, _ = finished_run
+    shutil.copytree(folder / "run", tmp_path / "run")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(text.replace("root: data", f"root: {folder / 'data'}"))
+    return config
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
 
 
 def test_whole_pipeline_writes_report(finished_run):
     folder, _, output = finished_run
-    for stage in ("preprocess", "radiomics", "select", "train", "explain", "report"):
+    for stage in STAGES:
         assert f"[{stage}] runs: never run" in output
-        assert (folder / "run" / stage / "manifest.json").is_file()
+        assert layout.manifest_file(folder / "run", stage).is_file()
     report = folder / "run" / "report"
     for name in ("report.html", "report.md", "table2.csv", "per_patient_metrics.csv", "roc.png", "saliency.png"):
         assert (report / name).is_file(), name
-    with open(report / "table2.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [r["model"] for r in rows] == ["lstm", "lstm_raw", "lstm@paper", "densest_inhale"]
-    assert all(int(r["n_patients"]) == 4 for r in rows)
-    for row in rows:
-        assert 0.0 <= float(row["auc_mean"]) <= 1.0 and 0.0 <= float(row["dice_mean"]) <= 1.0
-    with open(report / "per_patient_metrics.csv") as handle:
-        per_patient = list(csv.DictReader(handle))
+    for table in (layout.evaluate_file(folder / "run", "table2.csv"), report / "table2.csv"):
+        rows = _rows(table)
+        assert [r["model"] for r in rows] == ROWS, table
+        assert all(int(r["n_patients"]) == 4 for r in rows)
+        for row in rows:
+            assert 0.0 <= float(row["auc_mean"]) <= 1.0 and 0.0 <= float(row["dice_mean"]) <= 1.0
+    per_patient = _rows(layout.evaluate_file(folder / "run", "per_patient_metrics.csv"))
     assert {r["case"] for r in per_patient} == {f"Subject_{i:02d}" for i in range(1, 5)}
-    # every patient is held out exactly once per model
-    assert len(per_patient) == 4 * 4
+    # every patient is held out exactly once per row
+    assert sorted((r["model"], r["case"]) for r in per_patient) == sorted(
+        (row, f"Subject_{i:02d}") for row in ROWS for i in range(1, 5)
+    )
 
 
-def test_second_run_skips_everything(finished_run):
-    _, config, _ = finished_run
+def test_second_run_skips_everything(finished_run, tmp_path):
+    config = _copy(finished_run, tmp_path)
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    for stage in ("preprocess", "radiomics", "select", "train", "explain", "report"):
+    for stage in STAGES:
         assert f"[{stage}] skipped: fingerprint unchanged" in result.output
     assert "0 stage(s) run" in result.output
 
 
-def test_changing_lr_reruns_train_explain_report_only(finished_run, tmp_path):
-    folder, config, _ = finished_run
-    radiomics_file = folder / "run" / "radiomics" / "Subject_01.h5"
+def test_changing_lr_reruns_train_and_what_reads_it_only(finished_run, tmp_path):
+    config = _copy(finished_run, tmp_path, CONFIG.replace("lr: 0.003", "lr: 0.002"))
+    radiomics_file = tmp_path / "run" / "radiomics" / "Subject_01.h5"
     before = radiomics_file.stat().st_mtime_ns
-    changed = folder / "tiny_lr.yaml"
-    changed.write_text(CONFIG.replace("lr: 0.003", "lr: 0.002"))
-    result = CliRunner().invoke(app, ["run", str(changed)])
+    result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    for stage in ("preprocess", "radiomics", "select"):
-        assert f"[{stage}] skipped" in result.output
+    for stage in ("preprocess", "split", "radiomics", "select"):
+        assert f"[{stage}] skipped: fingerprint unchanged" in result.output
     assert "[train] runs: config changed: train.lr (0.003 -> 0.002)" in result.output
+    assert "[evaluate] runs: upstream changed: train" in result.output
     assert "[explain] runs: upstream changed: train" in result.output
     assert "[report] runs: upstream changed" in result.output
+    assert ": kept (" not in result.output  # the learning rate is part of every learned fold's identity
     assert radiomics_file.stat().st_mtime_ns == before
 
 
-def test_killed_stage_resumes_at_next_case(finished_run, monkeypatch):
+def test_killed_stage_resumes_at_next_case(finished_run, tmp_path, monkeypatch):
     from vent.config import load_config
     from vent.runner import RunContext, execute_plan, plan_run
     from vent.stages import all_stages
     from vent.stages.radiomics import RadiomicsStage
 
-    folder, config_path, _ = finished_run
-    config = load_config(config_path, ["radiomics.kernel_mm=14"])  # a new radiomics fingerprint
+    config = load_config(_copy(finished_run, tmp_path), ["radiomics.kernel_mm=14"])  # a new radiomics fingerprint
     original = RadiomicsStage.process_case
     done = []
 
@@ -108,7 +140,7 @@ def test_killed_stage_resumes_at_next_case(finished_run, monkeypatch):
     ctx = RunContext(config=config)
     with pytest.raises(KeyboardInterrupt):
         execute_plan(ctx, plan_run(ctx, all_stages(), only="radiomics"))
-    radiomics_dir = folder / "run" / "radiomics"
+    radiomics_dir = tmp_path / "run" / "radiomics"
     assert not (radiomics_dir / "manifest.json").exists()
     assert not [p for p in os.listdir(radiomics_dir) if p.startswith(".tmp-")]  # no half-written file left
     kept = {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in done}
@@ -116,61 +148,76 @@ def test_killed_stage_resumes_at_next_case(finished_run, monkeypatch):
     monkeypatch.setattr(RadiomicsStage, "process_case", original)
     messages = []
     ctx = RunContext(config=config, echo=messages.append)
-    plans = plan_run(ctx, all_stages(), only="radiomics")
-    assert plans[1].state == "incomplete"
-    execute_plan(ctx, plans)
+    plans = {plan.stage.name: plan for plan in plan_run(ctx, all_stages(), only="radiomics")}
+    assert plans["radiomics"].state == "incomplete"
+    execute_plan(ctx, list(plans.values()))
     assert any("2 case(s) already done, 2 to compute" in m for m in messages)
     assert {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in done} == kept
     assert (radiomics_dir / "manifest.json").is_file()
 
 
 def test_nested_selection_reads_no_test_patient(finished_run):
-    import json
-
     folder, _, _ = finished_run
-    select_dir = folder / "run" / "select"
-    folds = json.loads((select_dir / "splits.json").read_text())["folds"]
-    assert json.loads((folder / "run" / "train" / "splits.json").read_text())["folds"] == folds
+    run_dir = folder / "run"
+    folds = json.loads(layout.splits_file(run_dir).read_text())["folds"]
+    assert not (run_dir / "select" / "splits.json").exists() and not (run_dir / "train" / "splits.json").exists()
+    summary = json.loads(layout.selection_summary_file(run_dir).read_text())
     for fold in folds:
-        nested = json.loads((select_dir / f"nested_fold{fold['index']}.json").read_text())
+        nested = json.loads(layout.selection_file(run_dir, "nested", fold["index"]).read_text())
         read = {name.removesuffix(".h5") for name in nested["cases"]}
         assert read == set(fold["train"]) | set(fold["val"])
         assert not read & set(fold["test"])
-    paper = json.loads((select_dir / "paper.json").read_text())
+        assert summary["nested"][str(fold["index"])]["training_cases"] == sorted(read)
+    paper = json.loads(layout.selection_file(run_dir, "paper").read_text())
     assert len(paper["cases"]) == 4
 
 
 def test_edge_inputs_retrain_and_are_explained(finished_run, tmp_path):
     """train.edge_inputs appends the lung-edge sequences to every sequence model (raw too), and the saliency ranks the
-    edge channels beside the radiomic sequences. Runs on a copy of the finished run (other tests may have changed it,
-    so which upstream stages re-run is not asserted here)."""
-    import shutil
-
-    folder, _, _ = finished_run
-    shutil.copytree(folder / "run", tmp_path / "run")
-    config = tmp_path / "edge.yaml"
-    edited = CONFIG.replace("root: data", f"root: {folder / 'data'}")
-    config.write_text(edited.replace("  threads: 1\n", "  threads: 1\n  edge_inputs: [inside, distance_mm]\n"))
+    edge channels beside the radiomic sequences."""
+    edited = CONFIG.replace("  patience: 2\n", "  patience: 2\n  edge_inputs: [inside, distance_mm]\n")
+    config = _copy(finished_run, tmp_path, edited)
     result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    assert "[train] runs:" in result.output
+    for stage in ("preprocess", "split", "radiomics", "select"):
+        assert f"[{stage}] skipped: fingerprint unchanged" in result.output
+    assert "[train] runs: config changed: train.edge_inputs" in result.output
+    assert ": kept (" not in result.output
     with open(tmp_path / "run" / "explain" / "importance.csv") as handle:
         ids = {row["feature_id"] for row in csv.DictReader(handle)}
     assert {"edge_inside", "edge_distance_mm"} <= ids
 
 
-def test_toggling_the_no_learning_row_keeps_the_trained_folds(finished_run, tmp_path):
-    """train.no_learning_baseline changes which rows are scored, not how any model trains: every fold is kept."""
-    import shutil
-
-    folder, _, _ = finished_run
-    shutil.copytree(folder / "run", tmp_path / "run")
-    config = tmp_path / "copy.yaml"
-    config.write_text(CONFIG.replace("root: data", f"root: {folder / 'data'}"))
-    assert CliRunner().invoke(app, ["run", str(config)]).exit_code == 0  # brings the copy up to date
-    result = CliRunner().invoke(app, ["run", str(config), "--set", "train.no_learning_baseline=false"])
+def test_adding_the_no_learning_rule_trains_nothing_again(finished_run, tmp_path):
+    """densest_inhale in train.models adds a row; it changes how no learned fold trains, so every fold is kept."""
+    edited = CONFIG.replace("  lr: 0.003\n", "    densest_inhale: {}\n  lr: 0.003\n")
+    config = _copy(finished_run, tmp_path, edited)
+    result = CliRunner().invoke(app, ["run", str(config)])
     assert result.exit_code == 0, result.output
-    assert "[train] runs: config changed: train.no_learning_baseline (True -> False)" in result.output
-    assert result.output.count("already trained with these settings, kept") == 6  # 3 rows x 2 folds
-    with open(tmp_path / "run" / "report" / "table2.csv") as handle:
-        assert "densest_inhale" not in {row["model"] for row in csv.DictReader(handle)}
+    for stage in ("preprocess", "split", "radiomics", "select"):
+        assert f"[{stage}] skipped: fingerprint unchanged" in result.output
+    assert "[train] runs: config changed: train.models.densest_inhale (None -> {})" in result.output
+    kept = sorted(line.strip() for line in result.output.splitlines() if ": kept (" in line)
+    assert kept == sorted(f"[train] {row} fold {k}: kept (identity unchanged)" for row in ROWS for k in (0, 1))
+    assert "[train] densest_inhale fold 0: rule on 2 test patient(s)" in result.output
+    rows = _rows(layout.evaluate_file(tmp_path / "run", "table2.csv"))
+    assert [r["model"] for r in rows] == [*ROWS, "densest_inhale"]
+    assert int(rows[-1]["n_patients"]) == 4
+    assert "densest_inhale" in {r["model"] for r in _rows(tmp_path / "run" / "report" / "table2.csv")}
+
+
+def test_status_shows_every_training_fold(finished_run, tmp_path):
+    folder, config, _ = finished_run
+
+    def fold_rows(output):
+        table = output[output.index("training folds"):]
+        cells = [[c.strip() for c in line.split("│")[1:-1]] for line in table.splitlines() if line.count("│") == 5]
+        return {(c[0], c[1]): c[2] for c in cells if c[0] != "row"}
+
+    result = CliRunner().invoke(app, ["status", str(config)])
+    assert result.exit_code == 0, result.output
+    assert fold_rows(result.output) == {(row, str(k)): "current" for row in ROWS for k in (0, 1)}
+    longer = CliRunner().invoke(app, ["status", str(config), "--set", "train.max_epochs=5"])
+    assert fold_rows(longer.output) == {(row, str(k)): "resume" for row in ROWS for k in (0, 1)}
+    shorter = CliRunner().invoke(app, ["status", str(config), "--set", "train.max_epochs=2"])
+    assert fold_rows(shorter.output) == {(row, str(k)): "stale" for row in ROWS for k in (0, 1)}

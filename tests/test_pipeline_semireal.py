@@ -11,7 +11,6 @@ beat, on the same held-out patients, the LSTM on raw intensities and the no-lear
 Skipped when ../shared/data is absent.
 """
 
-import csv
 import json
 from pathlib import Path
 
@@ -34,15 +33,18 @@ data:
 cv: {n_folds: 3, val_fraction: 0.25}
 select: {max_voxels_per_case: 4000}
 train:
-  models: [lstm, lstm_raw]
+  models:
+    lstm: {hidden: [128, 64, 32, 16, 8]}
+    lstm_raw: {hidden: [128, 64, 32, 16, 8]}
+    densest_inhale: {}
   compare_selection_modes: false
   lr: 0.001
   batch_size: 512
   max_epochs: 12
   patience: 4
   max_voxels_per_case: 3000
-  threads: 1
 explain: {n_steps: 16, voxels_per_class_per_case: 20}
+execution: {threads: 1}
 """
 
 
@@ -102,11 +104,11 @@ def test_report_states_the_empty_kernel_policy_and_counts(semireal_run):
 
 
 def test_radiomic_lstm_beats_raw_lstm_and_no_learning_rule(semireal_run):
-    with open(semireal_run / "run" / "report" / "per_patient_metrics.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    from vent.io.evaluation import read_evaluation
+
     dice = {}
-    for row in rows:
-        dice.setdefault(row["model"], {})[row["case"]] = float(row["dice"])
+    for row in read_evaluation(semireal_run / "run").per_patient:
+        dice.setdefault(row["model"], {})[row["case"]] = row["dice"]
     cases = sorted(dice["lstm"])
     assert len(cases) == 6 and sorted(dice["lstm_raw"]) == cases and sorted(dice["densest_inhale"]) == cases
     mean = {model: np.mean([dice[model][c] for c in cases]) for model in ("lstm", "lstm_raw", "densest_inhale")}

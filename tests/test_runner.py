@@ -71,7 +71,7 @@ def test_changing_train_lr_reruns_only_train(tmp_path):
 def test_changing_cv_reruns_select_and_train(tmp_path):
     _run(_ctx(tmp_path))
     ctx = _ctx(tmp_path)
-    ctx.config.cv.seed = 7
+    ctx.config.cv = ctx.config.cv.model_copy(update={"seed": 7})
     plans, calls = _run(ctx)
     assert calls == ["select", "train"]
     assert "cv.seed" in plans[1].reason
@@ -107,7 +107,7 @@ def test_force_only_and_from(tmp_path):
 def test_only_refuses_stale_upstream(tmp_path):
     _run(_ctx(tmp_path))
     ctx = _ctx(tmp_path)
-    ctx.config.cv.seed = 3
+    ctx.config.cv = ctx.config.cv.model_copy(update={"seed": 3})
     with pytest.raises(ArtifactError, match="upstream stage 'select'"):
         plan_run(ctx, _stages(), only="train")
 
@@ -125,3 +125,68 @@ def test_manifest_records_provenance(tmp_path):
     assert manifest["provenance"]["versions"]["numpy"]
     assert manifest["outputs"] == {"out.txt": "output"}
     assert manifest["definition"]["upstream"]["select"]
+
+
+# ---- stages a config does not use, per-config needs, diff_keys
+
+
+class FakeRadiomics(_Recorder):
+    """A stage the config may switch off (as radiomics is when no method reads radiomic sequences)."""
+
+    name = "radiomics"
+    needs = ("preprocess",)
+    used = True
+
+    def unused_reason(self, config):
+        return None if type(self).used else "no method reads it"
+
+
+class FakeTrainNarrowed(_Recorder):
+    """Reads radiomics only when it is used (as train's needs depend on its methods)."""
+
+    name = "train"
+    needs = ("preprocess", "radiomics")
+
+    def needs_for(self, config):
+        return self.needs if FakeRadiomics.used else ("preprocess",)
+
+
+def _optional_stages():
+    return [FakePreprocess(), FakeRadiomics(), FakeTrainNarrowed()]
+
+
+def test_a_stage_the_config_does_not_use_is_off_and_never_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeRadiomics, "used", False)
+    _Recorder.calls = []
+    ctx = _ctx(tmp_path)
+    plans = plan_run(ctx, _optional_stages())
+    radiomics = plans[1]
+    assert (radiomics.action, radiomics.state, radiomics.reason) == ("off", "not used", "no method reads it")
+    assert radiomics.fingerprint == "" and "radiomics" not in ctx.fingerprints
+    assert set(plans[2].definition["upstream"]) == {"preprocess"}
+    summary = execute_plan(ctx, plans)
+    assert _Recorder.calls == ["preprocess", "train"]
+    assert [row["action"] for row in summary] == ["run", "off", "run"]
+    assert not (tmp_path / "run" / "radiomics").exists()
+    with pytest.raises(ConfigError, match="does not use the radiomics stage.*no method reads it"):
+        plan_run(_ctx(tmp_path), _optional_stages(), only="radiomics")
+    # switching it on: it runs, and the stage that now reads it re-runs (its upstream changed)
+    monkeypatch.setattr(FakeRadiomics, "used", True)
+    _Recorder.calls = []
+    plans = plan_run(_ctx(tmp_path), _optional_stages())
+    assert [p.action for p in plans] == ["skip", "run", "run"]
+    assert plans[1].state == "never run"
+
+
+def test_diff_keys_names_every_changed_leaf():
+    from vent.runner import diff_keys
+
+    old = {"train": {"lr": 0.1, "models": {"lstm": {"hidden": [8]}}}, "cv": {"seed": 0}}
+    new = {"train": {"lr": 0.2, "models": {"lstm": {"hidden": [8, 4]}, "bilstm": {}}}, "cv": {"seed": 0}}
+    assert diff_keys(old, new) == [
+        "train.lr (0.1 -> 0.2)",
+        "train.models.bilstm (None -> {})",
+        "train.models.lstm.hidden ([8] -> [8, 4])",
+    ]
+    assert diff_keys(old, old) == []
+    assert diff_keys(1, 2) == ["2"]

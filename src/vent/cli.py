@@ -107,7 +107,7 @@ class _RichProgress:
         self._progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self._progress.stop()
 
     @contextmanager
@@ -168,7 +168,9 @@ def run(
         typer.echo(
             f"done: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}) in {total:.1f} s; artifacts in {ctx.run_dir}"
         )
-        report = ctx.run_dir / "report" / "report.html"
+        from vent.io import layout
+
+        report = layout.report_file(ctx.run_dir, "report.html")
         if report.exists():
             typer.echo(f"report: {report}")
 
@@ -204,13 +206,14 @@ def validate(config: ConfigArg, overrides: SetOption = None) -> None:
 
 @app.command()
 def status(config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption = None) -> None:
-    """A table of stages: state (current, stale, never run, incomplete) and why."""
+    """Tables of stages and of training folds: state (current, stale, resume, never run, not used) and why."""
     with _errors():
         from rich.console import Console
         from rich.table import Table
 
         from vent.runner import plan_run
         from vent.stages import all_stages
+        from vent.stages.train import TrainStage
 
         ctx = _context(config, overrides, run_dir)
         table = Table(title=f"vent status: {ctx.run_dir}")
@@ -219,10 +222,19 @@ def status(config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption
         if ctx.config.data.synthetic is not None and not ctx.config.data.root.is_dir():
             for stage in all_stages():
                 table.add_row(stage.name, "never run", "synthetic data not generated yet")
-        else:
-            for plan in plan_run(ctx, all_stages()):
-                table.add_row(plan.stage.name, plan.state, plan.reason)
-        Console().print(table)
+            Console().print(table)
+            return
+        plans = plan_run(ctx, all_stages())
+        for plan in plans:
+            table.add_row(plan.stage.name, plan.state, plan.reason)
+        Console(width=160).print(table)
+        if any(p.stage.name == "train" and p.action != "off" for p in plans):
+            folds = Table(title="training folds")
+            for column in ("row", "fold", "state", "reason"):
+                folds.add_column(column)
+            for state in TrainStage().fold_states(ctx):
+                folds.add_row(state.row, str(state.fold), state.state, state.reason)
+            Console(width=160).print(folds)
 
 
 @app.command()

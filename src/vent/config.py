@@ -1,8 +1,9 @@
 """Typed run configuration, validated when the YAML file is loaded.
 
 One section per stage (``preprocess``, ``radiomics``, ``select``, ``train``, ``explain``, ``report``) plus ``data``
-(where the cohort is) and ``cv`` (the patient folds shared by ``select`` and ``train``). Every model forbids unknown
-keys, so a typo is an error that names the file, the dotted key and the closest valid key.
+(where the cohort is), ``cv`` (the patient folds the split stage writes for ``select`` and every method) and
+``execution`` (workers, device, threads, batch sizes: how the work runs, read by no fingerprint). Every model
+forbids unknown keys, so a typo is an error that names the file, the dotted key and the closest valid key.
 
 Relative paths in a config file are resolved against the directory holding that file, never against the current
 directory or environment variables, so ``vent run configs/pet.yaml`` means the same thing from anywhere.
@@ -32,12 +33,20 @@ __all__ = [
     "TrainConfig",
     "ExplainConfig",
     "ReportConfig",
+    "ExecutionConfig",
     "load_config",
 ]
 
 
 class _Section(BaseModel):
-    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+    """Base of every config section: unknown keys are rejected, and a section is frozen once validated, so a stage
+    or a trainer receives settings it cannot change (``model_copy(update=...)`` makes a changed copy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Mutable(_Section):
+    """The run-level models whose paths are resolved after loading (``run_dir``, ``data.root``)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
@@ -51,7 +60,7 @@ class SyntheticConfig(_Section):
     seed: int = Field(0, description="Seed of the generator; each subject depends only on (seed, index).")
 
 
-class DataConfig(_Section):
+class DataConfig(_Mutable):
     """Where the cohort is and which subjects to use."""
 
     root: Path = Field(..., description="A study folder in the VAMPIRE layout (holds Subject_XX folders).")
@@ -135,8 +144,6 @@ class RadiomicsConfig(_Section):
     )
     features: list[str] | Literal["all"] = Field("all", description="Feature ids to compute, or 'all' (56).")
     dtype: Literal["float32", "float64"] = "float32"
-    backend: Literal["auto", "numba", "torch"] = "auto"
-    workers: int | None = Field(None, ge=1, description="CPU threads; null = all cores.")
 
     @model_validator(mode="after")
     def _one_discretisation(self) -> RadiomicsConfig:
@@ -195,26 +202,20 @@ class SelectConfig(_Section):
         return self
 
 
-class TransformerConfig(_Section):
-    """Transformer-encoder ablation (fixed sinusoidal positions, residual blocks, dense sigmoid head)."""
-
-    d_model: int = Field(64, ge=4)
-    n_heads: int = Field(4, ge=1)
-    n_blocks: int = Field(4, ge=1)
-    dim_feedforward: int = Field(128, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-
 class TrainConfig(_Section):
     """Sequence models and their training."""
 
-    models: list[str] = Field(["lstm", "bilstm", "transformer", "lstm_raw"], min_length=1)
-    reference_model: str = Field("lstm", description="The proposed model every other is tested against.")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: _default_models(),
+        description="The methods of Table 2 (vent.models.registry): a list of names, or a mapping name -> "
+        "parameters (null = the registry's defaults), e.g. {lstm: {hidden: [128, 64]}, transformer: {d_model: 32}}.",
+    )
+    reference_model: str = Field(
+        default_factory=lambda: _default_reference(), description="The proposed model every other is tested against."
+    )
     compare_selection_modes: bool = Field(
         True, description="Also train the reference model on the other selection mode's features (row model@mode)."
     )
-    hidden: list[int] = Field([128, 64, 32, 16, 8], min_length=1, description="LSTM cells per layer.")
-    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     lr: float = Field(1e-4, gt=0.0)
     batch_size: int = Field(2048, ge=1)
     max_epochs: int = Field(500, ge=1)
@@ -229,27 +230,34 @@ class TrainConfig(_Section):
         "(predicted defect fraction = the validation ground truth's), 'val_dice' (best mean validation Dice on "
         "0.01..0.99), or a fixed number in (0, 1). 0.5 under-calls 30% defects.",
     )
-    no_learning_baseline: bool = Field(
-        True,
-        description="Also score the no-learning rule 'densest voxels at max inhale' (vent.baselines) on every test "
-        "patient, as a Table 2 row that every model must beat.",
-    )
     edge_inputs: list[Literal["inside", "distance_mm", "kernel_lung_fraction"]] = Field(
         default_factory=list,
         description="Lung-edge positional sequences appended to every sequence model's inputs (the study's proposed "
         "fix for edge effects): inside the phase's lung (0/1), signed distance to its surface (mm), lung fraction "
         "of the kernel. Empty = the study's inputs.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="'auto' = CUDA if available, else CPU (the device used is recorded); 'cuda' must exist."
-    )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
     seed: int = 0
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _registered_models(cls, value: Any) -> dict[str, dict[str, Any]]:
+        from vent.models.registry import parse_models
+
+        try:
+            return {name: params.model_dump() for name, params in parse_models(value).items()}
+        except ConfigError as error:
+            raise ValueError(str(error).removeprefix("train.models: ")) from None
+
+    def model_params(self, name: str) -> Any:
+        """The typed parameters of one configured model (``vent.models.registry``)."""
+        from vent.models.registry import get_spec
+
+        return get_spec(name).parse_params(self.models[name])
 
     @model_validator(mode="after")
     def _reference_is_trained(self) -> TrainConfig:
         if self.reference_model not in self.models:
-            raise ValueError(f"reference_model {self.reference_model!r} must be one of models {self.models}")
+            raise ValueError(f"reference_model {self.reference_model!r} must be one of models {list(self.models)}")
         return self
 
     @field_validator("threshold")
@@ -275,7 +283,6 @@ class ExplainConfig(_Section):
     )
     max_steps: int = Field(1024, ge=2, description="Most IG steps; a voxel still above tolerance here is warned.")
     voxels_per_class_per_case: int = Field(200, ge=1, description="Defect and healthy voxels explained per patient.")
-    internal_batch_size: int = Field(4096, ge=1)
     top_k: int = Field(5, ge=1, description="Key sequences shown in the trend figure.")
     seed: int = 0
 
@@ -286,6 +293,46 @@ class ExplainConfig(_Section):
         return self
 
 
+class ExecutionConfig(_Section):
+    """Where and how fast the work runs; never what it computes. No fingerprint reads this section, so changing it
+    re-runs nothing (the values used are recorded in the manifests' provenance)."""
+
+    workers: int | None = Field(None, ge=1, description="CPU threads for radiomic filtering; null = all cores.")
+    radiomics_engine: Literal["auto", "numba", "torch"] = Field(
+        "auto", description="Radiomics engine: 'auto' = torch on CUDA when present, else numba (equal values)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' = CUDA if available, else CPU (the device used is recorded); 'cuda' must exist."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
+    explain_batch_size: int = Field(4096, ge=1, description="Most (voxel x IG step) rows per forward pass.")
+
+
+MOVED_KEYS = {
+    "radiomics.workers": "execution.workers",
+    "radiomics.backend": "execution.radiomics_engine",
+    "train.device": "execution.device",
+    "train.threads": "execution.threads",
+    "explain.internal_batch_size": "execution.explain_batch_size",
+    "train.hidden": "train.models.<lstm|bilstm|lstm_raw>.hidden",
+    "train.transformer": "train.models.transformer",
+    "train.no_learning_baseline": "train.models (add or remove densest_inhale)",
+}
+"""Keys of older configs and where they live now: an error names both, never a silent default."""
+
+
+def _default_reference() -> str:
+    from vent.models.registry import DEFAULT_REFERENCE
+
+    return DEFAULT_REFERENCE
+
+
+def _default_models() -> dict[str, dict[str, Any]]:
+    from vent.models.registry import DEFAULT_MODELS, parse_models
+
+    return {name: params.model_dump() for name, params in parse_models(list(DEFAULT_MODELS)).items()}
+
+
 class ReportConfig(_Section):
     """Tables and figures."""
 
@@ -293,7 +340,7 @@ class ReportConfig(_Section):
     alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level for the '*' marks.")
 
 
-class RunConfig(_Section):
+class RunConfig(_Mutable):
     """A whole run: data, every stage's settings and where the artifacts go."""
 
     run_dir: Path = Field(..., description="Folder for every stage's artifacts.")
@@ -305,6 +352,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     source: Path | None = Field(None, exclude=True, description="The YAML file this was loaded from.")
 
@@ -354,11 +402,23 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, source: str = "<dict>"
         raise ConfigError(
             f"invalid config {source}: the top level must be a mapping of sections, got {type(raw).__name__}"
         )
+    _check_moved_keys(raw, source)
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error, source)) from None
     return _resolve_paths(config, base_dir)
+
+
+def _check_moved_keys(raw: dict[str, Any], source: str) -> None:
+    """Keys that moved (``MOVED_KEYS``) are an error naming the old and the new place."""
+    found = [
+        f"'{old}' is now '{new}'"
+        for old, new in MOVED_KEYS.items()
+        if isinstance(raw.get(old.split(".")[0]), dict) and old.split(".")[1] in raw[old.split(".")[0]]
+    ]
+    if found:
+        raise ConfigError(f"invalid config {source}: " + "; ".join(found) + "; move the key(s) and run again")
 
 
 def load_config(path: Path | str, overrides: list[str] | None = None) -> RunConfig:

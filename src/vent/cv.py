@@ -44,6 +44,10 @@ class Fold:
     val: list[str]
     test: list[str]
 
+    def all_cases(self) -> list[str]:
+        """Every patient of the fold: training, validation and test."""
+        return [*self.train, *self.val, *self.test]
+
 
 def check_fold_sizes(n_cases: int, n_folds: int, val_fraction: float) -> None:
     """Check that every fold can have >= 1 validation and >= 1 training patient, before any split or compute.

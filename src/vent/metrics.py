@@ -89,11 +89,6 @@ def sensitivity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return tp / (tp + fn) if tp + fn else math.nan
 
 
-def specificity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Specificity (true-negative rate) = TN / (TN + FP); NaN when there are no negative voxels."""
-    _, fp, _, tn = confusion_counts(y_true, y_pred)
-    return tn / (tn + fp) if tn + fp else math.nan
-
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Accuracy = (TP + TN) / n; NaN for empty input.

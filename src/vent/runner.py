@@ -21,7 +21,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,10 +30,11 @@ from typing import Any, Protocol
 from vent import __version__
 from vent.config import RunConfig
 from vent.errors import ArtifactError, ConfigError
+from vent.io import layout
 from vent.io.atomic import clean_temporaries, write_json
 from vent.io.hashing import HashCache
 
-__all__ = ["Progress", "RunContext", "StagePlan", "plan_run", "execute_plan", "fingerprint_of"]
+__all__ = ["Progress", "RunContext", "StagePlan", "plan_run", "execute_plan", "fingerprint_of", "diff_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ProgressTask(Protocol):
 class Progress(Protocol):
     """What library code needs to show progress; the CLI supplies a rich-backed implementation."""
 
-    def task(self, description: str, total: float | None) -> Any: ...
+    def task(self, description: str, total: float | None) -> AbstractContextManager[ProgressTask]: ...
 
 
 class _NullTask:
@@ -76,15 +77,15 @@ class RunContext:
         return self.config.run_dir
 
     def stage_dir(self, stage: str) -> Path:
-        return self.run_dir / stage
+        return layout.stage_dir(self.run_dir, stage)
 
     def case_file(self, stage: str, case: str) -> Path:
-        """The per-case artifact ``<run_dir>/<stage>/<case>.h5`` (the one place that spells this path)."""
-        return self.run_dir / stage / f"{case}.h5"
+        """The per-case artifact ``<run_dir>/<stage>/<case>.h5`` (``vent.io.layout.case_file``)."""
+        return layout.case_file(self.run_dir, stage, case)
 
     def hashes(self) -> HashCache:
         if self.hash_cache is None:
-            self.hash_cache = HashCache(self.run_dir / ".cache" / "input_hashes.json")
+            self.hash_cache = HashCache(layout.hash_cache_file(self.run_dir))
         return self.hash_cache
 
 
@@ -93,7 +94,7 @@ def _sha(payload: Any) -> str:
 
 
 def fingerprint_of(definition: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """SHA-256 of a stage's definition and input identity."""
+    """SHA-256 of a definition and an input identity: the one fingerprint of stages, cases and folds."""
     return _sha({"definition": definition, "inputs": inputs})
 
 
@@ -105,23 +106,25 @@ class StagePlan:
     definition: dict[str, Any]
     inputs: dict[str, Any]
     fingerprint: str
-    action: str  # "run" | "skip" | "blocked"
+    action: str  # "run" | "skip" | "blocked" | "off" (the config does not use the stage)
     reason: str
-    state: str  # "current" | "stale" | "never run" | "incomplete" | "blocked"
+    state: str  # "current" | "stale" | "never run" | "incomplete" | "blocked" | "not used"
 
 
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like trees, as ``key (old -> new)``."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
         out: list[str] = []
         for key in keys:
-            out += _diff_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+            out += diff_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
         return out
     return [] if old == new else [f"{prefix} ({old!r} -> {new!r})" if prefix else repr(new)]
 
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    path = stage_dir / "manifest.json"
+    """A stage folder's manifest, or None when the stage never finished there."""
+    path = layout.manifest_file(stage_dir.parent, stage_dir.name)
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -132,7 +135,7 @@ def _stale_reason(manifest: dict[str, Any], definition: dict[str, Any], inputs: 
     old = manifest.get("definition", {})
     if old.get("version") != definition["version"]:
         return f"stage version changed ({old.get('version')} -> {definition['version']})"
-    changed = _diff_keys(old.get("config", {}), definition["config"])
+    changed = diff_keys(old.get("config", {}), definition["config"])
     if changed:
         return "config changed: " + ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
     upstream = [k for k in definition["upstream"] if old.get("upstream", {}).get(k) != definition["upstream"][k]]
@@ -163,6 +166,7 @@ def plan_run(
         force: re-run every selected stage even if current.
     """
     names = [s.name for s in stages]
+    unused = {s.name: s.unused_reason(ctx.config) for s in stages}
     for flag, value in (("--only", only), ("--from", start)):
         if value is not None and value not in names:
             close = difflib.get_close_matches(value, names, n=1, cutoff=0.5)
@@ -171,7 +175,10 @@ def plan_run(
     plans: list[StagePlan] = []
     rerun: set[str] = set()
     for stage in stages:
-        upstream = {need: ctx.fingerprints[need] for need in stage.needs}
+        if unused[stage.name] is not None:
+            plans.append(StagePlan(stage, {}, {}, "", "off", unused[stage.name], "not used"))
+            continue
+        upstream = {need: ctx.fingerprints[need] for need in stage.needs_for(ctx.config)}
         definition = {**stage.definition(ctx), "upstream": upstream}
         try:
             inputs = stage.input_identity(ctx)
@@ -193,7 +200,7 @@ def plan_run(
             state, reason = "current", "fingerprint unchanged"
         selected = only is None or stage.name == only
         forced = force or (start is not None and names.index(stage.name) >= names.index(start))
-        upstream_rerun = [n for n in stage.needs if n in rerun]
+        upstream_rerun = [n for n in stage.needs_for(ctx.config) if n in rerun]
         if not selected:
             action = "skip" if state == "current" else "blocked"
             if action == "blocked":
@@ -210,14 +217,16 @@ def plan_run(
             rerun.add(stage.name)
         plans.append(StagePlan(stage, definition, inputs, fingerprint, action, reason, state))
     if only is not None:
+        if unused[only] is not None:
+            raise ConfigError(f"--only {only}: this config does not use the {only} stage ({unused[only]})")
         by_name = {s.name: s for s in stages}
         closure: set[str] = set()
-        pending = list(by_name[only].needs)
+        pending = list(by_name[only].needs_for(ctx.config))
         while pending:
             name = pending.pop()
             if name not in closure:
                 closure.add(name)
-                pending += list(by_name[name].needs)
+                pending += list(by_name[name].needs_for(ctx.config))
         for plan in plans:
             if plan.stage.name in closure and plan.state != "current":
                 raise ArtifactError(
@@ -243,6 +252,9 @@ def execute_plan(ctx: RunContext, plans: list[StagePlan]) -> list[dict[str, Any]
     summary = []
     for plan in plans:
         stage = plan.stage
+        if plan.action == "off":
+            summary.append({"stage": stage.name, "action": "off", "reason": plan.reason, "seconds": 0.0})
+            continue
         if plan.action != "run":
             ctx.echo(
                 f"[{stage.name}] skipped: {plan.reason}"
@@ -253,7 +265,7 @@ def execute_plan(ctx: RunContext, plans: list[StagePlan]) -> list[dict[str, Any]
             continue
         ctx.echo(f"[{stage.name}] runs: {plan.reason}")
         stage_dir = ctx.stage_dir(stage.name)
-        (stage_dir / "manifest.json").unlink(missing_ok=True)
+        layout.manifest_file(ctx.run_dir, stage.name).unlink(missing_ok=True)
         stage_dir.mkdir(parents=True, exist_ok=True)
         clean_temporaries(stage_dir)
         started = time.time()
@@ -274,7 +286,7 @@ def execute_plan(ctx: RunContext, plans: list[StagePlan]) -> list[dict[str, Any]
                 "seconds": round(seconds, 3),
             },
         }
-        write_json(stage_dir / "manifest.json", manifest)
+        write_json(layout.manifest_file(ctx.run_dir, stage.name), manifest)
         ctx.hashes().save()
         ctx.echo(f"[{stage.name}] done in {seconds:.1f} s")
         summary.append({"stage": stage.name, "action": "run", "reason": plan.reason, "seconds": seconds})

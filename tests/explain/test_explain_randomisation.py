@@ -44,8 +44,10 @@ def test_randomisation_subset():
 
 def test_cuda_without_cuda_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"train\.device.*'auto'.*'cpu'"):
+    expected = r"execution\.device = 'cuda'.*set execution\.device to 'auto'.*'cpu'"
+    with pytest.raises(ConfigError, match=expected) as error:
         resolve_explain_device("cuda")
+    assert "train.device" not in str(error.value)  # the key moved to the execution section
     assert resolve_explain_device("auto") == "cpu"
     assert resolve_explain_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+
+from vent.io.artifacts import write_radiomics_case
 
 
 def write_case(
@@ -17,25 +18,8 @@ def write_case(
     intensity: np.ndarray | None = None,
     chunk_rows: int = 64,
 ) -> Path:
-    """Write one patient file: /features (n, T, F), /intensity (n, T), /labels, /refvi, /coords."""
-    n_voxels, n_steps, n_features = features.shape
-    if intensity is None:
-        intensity = features[:, :, 0].copy()
-    with h5py.File(path, "w") as h5:
-        data = h5.create_dataset(
-            "features",
-            data=features.astype(np.float32),
-            chunks=(min(chunk_rows, max(n_voxels, 1)), n_steps, n_features),
-        )
-        data.attrs["feature_ids"] = [f"feature_{i}" for i in range(n_features)]
-        h5.create_dataset(
-            "intensity", data=intensity.astype(np.float32), chunks=(min(chunk_rows, max(n_voxels, 1)), n_steps)
-        )
-        h5.create_dataset("labels", data=labels.astype(np.uint8))
-        h5.create_dataset("refvi", data=np.zeros(n_voxels, np.float32))
-        coords = h5.create_dataset("coords", data=np.zeros((n_voxels, 3), np.int32))
-        coords.attrs["case_id"] = path.stem
-    return path
+    """Write one patient file with the project's writer (vent.io.artifacts.write_radiomics_case)."""
+    return write_radiomics_case(path, features, labels, intensity=intensity, chunk_rows=chunk_rows)
 
 
 @pytest.fixture

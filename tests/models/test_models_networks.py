@@ -10,6 +10,10 @@ import torch
 from vent.errors import ConfigError, DataError
 from vent.models import MODEL_NAMES, ProbabilityModel, build_model, model_input_kind
 from vent.models.networks import sinusoidal_positional_encoding
+from vent.models.registry import REGISTRY, get_spec
+
+NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None)
+"""The registry entries that have a network to build (a rule such as densest_inhale has none)."""
 
 N_STEPS = 10
 N_FEATURES = 7
@@ -20,12 +24,19 @@ def _n_inputs(name: str) -> int:
 
 
 def test_registry_names_and_input_kinds() -> None:
-    assert MODEL_NAMES == ("lstm", "bilstm", "transformer", "lstm_raw")
-    assert [model_input_kind(n) for n in MODEL_NAMES] == ["radiomics", "radiomics", "radiomics", "raw"]
+    assert MODEL_NAMES == ("lstm", "bilstm", "transformer", "lstm_raw", "densest_inhale")
+    assert [model_input_kind(n) for n in MODEL_NAMES] == ["radiomics", "radiomics", "radiomics", "raw", "ct"]
+    assert NETWORKS == ("lstm", "bilstm", "transformer", "lstm_raw")
+    assert [get_spec(n).learns for n in MODEL_NAMES] == [True, True, True, True, False]
+
+
+def test_a_method_without_a_network_cannot_be_built() -> None:
+    with pytest.raises(ConfigError, match="'densest_inhale' has no network"):
+        build_model("densest_inhale", N_FEATURES, N_STEPS)
 
 
 def test_unknown_model_name_suggests_the_closest() -> None:
-    with pytest.raises(ConfigError, match="Did you mean 'bilstm'"):
+    with pytest.raises(ConfigError, match="did you mean 'bilstm'"):
         build_model("bilstn", N_FEATURES, N_STEPS)
     with pytest.raises(ConfigError, match="unknown model"):
         model_input_kind("cnn")
@@ -41,7 +52,7 @@ def test_unknown_parameter_and_raw_input_width_are_rejected() -> None:
         build_model("transformer", N_FEATURES, N_STEPS, d_model=30, n_heads=4)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", NETWORKS)
 def test_every_model_maps_batch_to_logits(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, _n_inputs(name), N_STEPS)
@@ -49,7 +60,10 @@ def test_every_model_maps_batch_to_logits(name: str) -> None:
     logits = model(x)
     assert logits.shape == (5,)
     assert logits.dtype == torch.float32
-    assert model.spec == {"name": name, "n_inputs": _n_inputs(name), "n_steps": N_STEPS, "params": {}}
+    defaults = get_spec(name).params().model_dump()  # the spec records every parameter, defaults included
+    assert model.spec == {"name": name, "n_inputs": _n_inputs(name), "n_steps": N_STEPS, "params": defaults}
+    rebuilt = build_model(model.spec["name"], model.spec["n_inputs"], model.spec["n_steps"], **model.spec["params"])
+    assert rebuilt.spec == model.spec
     model.eval()
     probabilities = ProbabilityModel(model)(x)
     torch.testing.assert_close(probabilities, torch.sigmoid(model(x)))

@@ -11,9 +11,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from vent.errors import ArtifactError, ConfigError
-from vent.models import MODEL_NAMES, build_model, model_input_kind
+from vent.models import build_model, model_input_kind
 from vent.models.data import VoxelBatches, fit_standardiser
+from vent.models.registry import REGISTRY
 from vent.models.training import TrainSettings, fit, predict_proba
+
+NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None)
+"""Every registry entry with a network (rules and registration methods train nothing)."""
 
 
 def _labels(paths: list[Path]) -> np.ndarray:
@@ -51,7 +55,7 @@ def _initial_loss(model, batches) -> float:
     return float(sum(losses)) / batches.n_voxels
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", NETWORKS)
 def test_every_model_learns_a_separable_toy_problem(name: str, make_separable_cases) -> None:
     kind = model_input_kind(name)
     train, val, test, test_paths = _data(make_separable_cases, kind)
@@ -167,3 +171,86 @@ def test_settings_are_validated() -> None:
         TrainSettings(pos_weight="balanced")
     with pytest.raises(ConfigError, match="patience"):
         TrainSettings(patience=0)
+
+
+def _without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def _assert_same_training(resumed, resumed_result, fresh, fresh_result, resumed_ckpt: Path, fresh_ckpt: Path) -> None:
+    """Resumed and fresh runs agree exactly: result, history, best weights and the last checkpoint's state."""
+    from vent.models.training import load_checkpoint
+
+    assert _without_seconds(resumed_result.history) == _without_seconds(fresh_result.history)
+    for name in ("best_epoch", "best_val_loss", "epochs_run", "stopped_early", "pos_weight"):
+        assert getattr(resumed_result, name) == getattr(fresh_result, name), name
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+    saved, expected = load_checkpoint(resumed_ckpt), load_checkpoint(fresh_ckpt)
+    for key in ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "stopped_early", "settings"):
+        assert saved[key] == expected[key], key
+    for key, value in expected["model"].items():  # the last epoch's weights, not only the best ones
+        torch.testing.assert_close(saved["model"][key], value, rtol=0, atol=0)
+    torch.testing.assert_close(saved["optimiser"]["state"], expected["optimiser"]["state"], rtol=0, atol=0)
+    torch.testing.assert_close(saved["rng"]["torch"], expected["rng"]["torch"], rtol=0, atol=0)
+
+
+def _lstm(seed: int):
+    torch.manual_seed(seed)
+    return build_model("lstm", 4, 5, hidden=(16, 8), dropout=0.3)
+
+
+def test_a_checkpoint_resumes_when_max_epochs_grew(make_separable_cases, tmp_path: Path) -> None:
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    short = TrainSettings(lr=3e-3, batch_size=128, max_epochs=3, patience=10, seed=11)
+    longer = TrainSettings(lr=3e-3, batch_size=128, max_epochs=6, patience=10, seed=11)
+    checkpoint = tmp_path / "resumed" / "checkpoint.pt"
+
+    first = fit(_lstm(0), train, val, short, checkpoint_path=checkpoint)
+    assert first.epochs_run == 3 and not first.stopped_early
+    resumed = _lstm(123)  # different initial weights: everything must come from the checkpoint
+    resumed_result = fit(resumed, train, val, longer, checkpoint_path=checkpoint)
+    assert resumed_result.resumed_from_epoch == 3 and resumed_result.epochs_run == 6
+
+    fresh = _lstm(0)
+    fresh_checkpoint = tmp_path / "fresh" / "checkpoint.pt"
+    fresh_result = fit(fresh, train, val, longer, checkpoint_path=fresh_checkpoint)
+    _assert_same_training(resumed, resumed_result, fresh, fresh_result, checkpoint, fresh_checkpoint)
+
+
+def test_a_fold_that_stopped_early_continues_when_patience_grew(make_separable_cases, tmp_path: Path) -> None:
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    # lr 3e-2 makes the validation loss rise for an epoch and then improve again: patience 1 stops at the rise.
+    impatient = TrainSettings(lr=3e-2, batch_size=128, max_epochs=10, patience=1, seed=11)
+    patient = TrainSettings(lr=3e-2, batch_size=128, max_epochs=10, patience=3, seed=11)
+    checkpoint = tmp_path / "resumed" / "checkpoint.pt"
+
+    first = fit(_lstm(0), train, val, impatient, checkpoint_path=checkpoint)
+    assert first.stopped_early and first.epochs_run < impatient.max_epochs
+    # same settings: the checkpoint is a finished fold, nothing more is trained
+    again = fit(_lstm(123), train, val, impatient, checkpoint_path=checkpoint)
+    assert again.stopped_early and again.epochs_run == first.epochs_run == again.resumed_from_epoch
+    assert _without_seconds(again.history) == _without_seconds(first.history)
+
+    resumed = _lstm(123)
+    resumed_result = fit(resumed, train, val, patient, checkpoint_path=checkpoint)
+    assert resumed_result.resumed_from_epoch == first.epochs_run
+    assert resumed_result.epochs_run > first.epochs_run
+    fresh = _lstm(0)
+    fresh_checkpoint = tmp_path / "fresh" / "checkpoint.pt"
+    fresh_result = fit(fresh, train, val, patient, checkpoint_path=fresh_checkpoint)
+    assert fresh_result.best_epoch > first.best_epoch  # the extra patience found a better epoch
+    _assert_same_training(resumed, resumed_result, fresh, fresh_result, checkpoint, fresh_checkpoint)
+
+
+def test_a_checkpoint_trained_further_than_the_new_settings_is_an_error(make_separable_cases, tmp_path: Path) -> None:
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    settings = TrainSettings(lr=3e-3, batch_size=128, max_epochs=3, patience=5, seed=11)
+    checkpoint = tmp_path / "checkpoint.pt"
+    fit(_lstm(0), train, val, settings, checkpoint_path=checkpoint)
+    fewer_epochs = TrainSettings(lr=3e-3, batch_size=128, max_epochs=2, patience=5, seed=11)
+    with pytest.raises(ArtifactError, match=r"trained further than the new settings allow \(max_epochs 3 -> 2\)"):
+        fit(_lstm(0), train, val, fewer_epochs, checkpoint_path=checkpoint)
+    less_patience = TrainSettings(lr=3e-3, batch_size=128, max_epochs=3, patience=4, seed=11)
+    with pytest.raises(ArtifactError, match=r"patience 5 -> 4\).*delete the checkpoint"):
+        fit(_lstm(0), train, val, less_patience, checkpoint_path=checkpoint)

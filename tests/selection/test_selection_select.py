@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from vent.errors import ConfigError, DataError
+from vent.io.artifacts import write_radiomics_case
 from vent.selection import select_features
 
 N_PHASES = 4
@@ -34,13 +35,8 @@ def _write_case(path: Path, seed: int, n_voxels: int = 3000, invert_labels: bool
     labels = (a.mean(axis=1) + 0.1 * rng.normal(size=n_voxels) > 0.5).astype(np.uint8)
     if invert_labels:
         labels = 1 - labels
-    with h5py.File(path, "w") as handle:
-        dataset = handle.create_dataset("features", data=features, chunks=(512, N_PHASES, len(FEATURE_IDS)))
-        dataset.attrs["feature_ids"] = FEATURE_IDS
-        handle.create_dataset("labels", data=labels)
-        handle.create_dataset("refvi", data=a.mean(axis=1).astype(np.float32))
-        handle.create_dataset("intensity", data=features[..., 0])
-        handle.create_dataset("coords", data=np.zeros((n_voxels, 3), dtype=np.int32))
+    write_radiomics_case(path, features, labels, feature_ids=list(FEATURE_IDS), refvi=a.mean(axis=1).astype(np.float32),
+                         chunk_rows=512)
     return {"features": features, "labels": labels}
 
 

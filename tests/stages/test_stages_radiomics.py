@@ -8,7 +8,7 @@ exhalation), so with a 13^3 kernel (radius 6) the two lowest slices of the box h
 import numpy as np
 import pytest
 
-from vent.config import RadiomicsConfig
+from vent.config import ExecutionConfig, RadiomicsConfig
 from vent.io.artifacts import PreprocessedCase
 from vent.io.images import Grid
 from vent.radiomics import FilterSettings, compute_voxel_features, discretise
@@ -32,8 +32,9 @@ def case():
 
 
 def _run(case, policy):
-    config = RadiomicsConfig(features=FEATURES, bin_count=16, empty_kernel=policy, workers=1)
-    settings = filter_settings_from_config(config, (2.0, 2.0, 2.0))
+    config = RadiomicsConfig(features=FEATURES, bin_count=16, empty_kernel=policy)
+    settings = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(workers=1))
+    assert settings.n_workers == 1
     coords = np.argwhere(case.lung_mask_zyx > 0).astype(np.int32)
     counts = EmptyKernelCounts.zeros(3)
     blocks = list(case_feature_blocks(case, coords, config, settings, FEATURES, counts))
@@ -80,6 +81,15 @@ def test_drop_policy_leaves_the_voxels_out(case):
     assert (~keep).sum() == 450 and counts.dropped_voxels == 450
     assert np.array_equal(~keep, coords[:, 0] < 10)
     assert np.isfinite(values[keep]).all()
+
+
+def test_execution_settings_reach_the_engine_and_nothing_else():
+    config = RadiomicsConfig(features=FEATURES, bin_count=16)
+    default = filter_settings_from_config(config, (2.0, 2.0, 2.0))
+    assert default.n_workers is None and default.backend == "auto"
+    chosen = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(workers=3, radiomics_engine="numba"))
+    assert chosen.n_workers == 3 and chosen.backend == "numba"
+    assert (chosen.kernel_voxels, chosen.bin_count) == (default.kernel_voxels, default.bin_count) == (13, 16)
 
 
 def test_compaction_keeps_the_chosen_voxels_and_leaves_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""HDF5 layouts of the per-case artifacts: the only module that knows dataset names.
+"""HDF5 layouts of the per-case artifacts: the only module that knows their dataset names (paths: ``vent.io.layout``).
 
 Axis order: 4D arrays are (t, z, y, x), 3D arrays (z, y, x), coordinates (z, y, x) voxel indices on the case's 2 mm
 grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is the first phase in the recorded
@@ -11,8 +11,9 @@ grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is
     /lung_mask     (Z, Y, X) uint8        analysed voxels (see preprocess.analysis_mask)
     /refvi         (Z, Y, X) float32      reference ventilation image on the same grid
     /defect        (Z, Y, X) uint8        ground-truth defects (inside lung_mask)
-    attrs: case_id, fingerprint, grid (size_xyz, spacing_mm_xyz, origin_mm_xyz, direction), crop_start_zyx,
-           phase_files, phase_order, lung_volume_ml per phase, inhale_phase, exhale_phase, ground-truth details
+    attrs: format_version, case_id, fingerprint, grid (size_xyz, spacing_mm_xyz, origin_mm_xyz, direction),
+           crop_start_zyx, phase_files, phase_order, lung_volume_ml per phase, inhale_phase, exhale_phase,
+           ground-truth details
 
 ``radiomics/<case>.h5``::
 
@@ -23,13 +24,14 @@ grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is
     /coords        (N, 3) int32           (z, y, x)
     /edge          (N, T, 3) float32      lung-edge sequences: inside, distance_mm, kernel_lung_fraction
                                           (``vent.radiomics.lung_edge``; attribute ``channels``)
-    attrs: case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order, exhale_phase,
-           inhale_phase, empty_kernel (JSON: policy and per-phase counts)
+    attrs: format_version, case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order,
+           exhale_phase, inhale_phase, empty_kernel (JSON: policy and per-phase counts)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,11 @@ __all__ = [
     "write_preprocessed_case",
     "read_preprocessed_case",
     "create_radiomics_case",
+    "write_radiomics_case",
     "write_radiomics_voxel_data",
     "compact_radiomics_case",
+    "RadiomicsCase",
+    "open_radiomics_case",
     "EDGE_CHANNELS",
     "read_attrs",
     "string_list",
@@ -54,6 +59,20 @@ __all__ = [
 ]
 
 VOXEL_CHUNK = 4096
+PREPROCESS_FORMAT = 1
+RADIOMICS_FORMAT = 1
+"""``format_version`` attribute of each HDF5 layout; a reader refuses a file of another version."""
+
+
+def check_format(path: Path, attrs: Any, expected: int, stage: str) -> None:
+    """Raise ArtifactError unless the file's ``format_version`` is ``expected`` (names the stage to re-run)."""
+    found = attrs.get("format_version")
+    found = int(found) if found is not None else None
+    if found != expected:
+        what = "has no format_version (written by an older vent)" if found is None else f"has format_version {found}"
+        raise ArtifactError(
+            f"{path} {what}; this vent reads format {expected}: re-run `vent run CONFIG --from {stage} --force`"
+        )
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
@@ -116,6 +135,7 @@ def write_preprocessed_case(path: Path, case: PreprocessedCase, fingerprint: str
         _set_attrs(
             handle,
             {
+                "format_version": PREPROCESS_FORMAT,
                 "case_id": case.case_id,
                 "fingerprint": fingerprint,
                 "axis_order": "t,z,y,x",
@@ -131,6 +151,7 @@ def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase
         raise ArtifactError(f"preprocessed case {path} is missing; run the preprocess stage first")
     with h5py.File(path, "r") as handle:
         attrs = _get_attrs(handle)
+        check_format(path, attrs, PREPROCESS_FORMAT, "preprocess")
         grid = Grid.from_attrs(attrs)
         empty = np.zeros((0, 0, 0, 0), np.float32)
         return PreprocessedCase(
@@ -146,18 +167,27 @@ def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase
 
 
 def create_radiomics_case(
-    handle: h5py.File, n_voxels: int, n_phases: int, feature_ids: list[str], ibsi_ids: list[str], attrs: dict[str, Any]
+    handle: h5py.File,
+    n_voxels: int,
+    n_phases: int,
+    feature_ids: list[str],
+    ibsi_ids: list[str],
+    attrs: dict[str, Any],
+    chunk_rows: int = VOXEL_CHUNK,
 ) -> h5py.Dataset:
     """Create the radiomics layout in an open file; returns the (N, T, F) features dataset to fill phase by phase."""
     n_features = len(feature_ids)
-    chunk = (max(1, min(VOXEL_CHUNK, n_voxels)), n_phases, n_features)
+    chunk = (max(1, min(chunk_rows, n_voxels)), n_phases, n_features)
     features = handle.create_dataset(
         "features", shape=(n_voxels, n_phases, n_features), dtype=np.float32, chunks=chunk, **_COMPRESSION
     )
     _set_attrs(
         features, {"feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids), "axis_order": "voxel,t,feature"}
     )
-    _set_attrs(handle, {**attrs, "feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids)})
+    _set_attrs(
+        handle,
+        {**attrs, "format_version": RADIOMICS_FORMAT, "feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids)},
+    )
     return features
 
 
@@ -172,10 +202,11 @@ def write_radiomics_voxel_data(
     refvi: np.ndarray,
     coords_zyx: np.ndarray,
     edge_ntc: np.ndarray | None = None,
+    chunk_rows: int = VOXEL_CHUNK,
 ) -> None:
     """Write the per-voxel datasets beside ``/features`` (``edge_ntc``: the lung-edge sequences, optional)."""
     n = len(labels)
-    chunk = max(1, min(VOXEL_CHUNK, n))
+    chunk = max(1, min(chunk_rows, n))
     handle.create_dataset(
         "intensity", data=intensity_nt.astype(np.float32), chunks=(chunk, intensity_nt.shape[1]), **_COMPRESSION
     )
@@ -187,6 +218,50 @@ def write_radiomics_voxel_data(
             "edge", data=edge_ntc.astype(np.float32), chunks=(chunk,) + edge_ntc.shape[1:], **_COMPRESSION
         )
         _set_attrs(edge, {"channels": list(EDGE_CHANNELS), "axis_order": "voxel,t,channel"})
+
+
+def write_radiomics_case(
+    path: Path,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    feature_ids: list[str] | None = None,
+    intensity: np.ndarray | None = None,
+    refvi: np.ndarray | None = None,
+    coords_zyx: np.ndarray | None = None,
+    edge: np.ndarray | None = None,
+    grid: Grid | None = None,
+    attrs: dict[str, Any] | None = None,
+    chunk_rows: int = VOXEL_CHUNK,
+) -> Path:
+    """Write a whole radiomics case from arrays (fixtures, benchmarks, imports): the layout the stage writes.
+
+    Defaults: ids ``feature_<k>``, intensity = feature 0, refvi = 0, coords = voxels 0..N-1 along x on a
+    1 x 1 x N grid of 2 mm, no edge sequences.
+    """
+    n_voxels, n_phases, n_features = features.shape
+    feature_ids = feature_ids or [f"feature_{k}" for k in range(n_features)]
+    if coords_zyx is None:
+        coords_zyx = np.stack([np.zeros(n_voxels), np.zeros(n_voxels), np.arange(n_voxels)], axis=1)
+    if grid is None:
+        size = tuple(int(v) + 1 for v in np.asarray(coords_zyx).max(axis=0, initial=0)[::-1])
+        grid = Grid(size, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with h5py.File(path, "w") as handle:
+        dataset = create_radiomics_case(
+            handle, n_voxels, n_phases, feature_ids, feature_ids,
+            {"case_id": Path(path).stem, **grid.to_attrs(), **(attrs or {})}, chunk_rows=chunk_rows,
+        )
+        dataset[...] = features.astype(np.float32)
+        write_radiomics_voxel_data(
+            handle,
+            intensity_nt=features[:, :, 0] if intensity is None else intensity,
+            labels=labels,
+            refvi=np.zeros(n_voxels, np.float32) if refvi is None else refvi,
+            coords_zyx=np.asarray(coords_zyx),
+            edge_ntc=edge,
+            chunk_rows=chunk_rows,
+        )
+    return Path(path)
 
 
 def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
@@ -217,6 +292,76 @@ def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
                     rows = kept_index[lo : lo + VOXEL_CHUNK]
                     block = data[int(rows[0]) : int(rows[-1]) + 1]
                     out[lo : lo + len(rows)] = block[rows - rows[0]]
+
+
+@dataclass
+class RadiomicsCase:
+    """A ``radiomics/<case>.h5`` file, opened for reading: header facts now, arrays on request.
+
+    Attributes:
+        path: The file.
+        case_id: Its case.
+        feature_ids: The F axis of ``/features``.
+        n_voxels: N analysed voxels (rows).
+        n_phases: T.
+        grid: The case's analysis grid.
+        attrs: Every root attribute.
+    """
+
+    path: Path
+    case_id: str
+    feature_ids: list[str]
+    n_voxels: int
+    n_phases: int
+    grid: Grid
+    attrs: dict[str, Any]
+
+    def _read(self, name: str) -> np.ndarray:
+        with h5py.File(self.path, "r") as handle:
+            if name not in handle:
+                raise ArtifactError(f"{self.path} has no /{name} dataset; re-run the radiomics stage for this case")
+            return handle[name][...]
+
+    def coords(self) -> np.ndarray:
+        """(N, 3) int32 (z, y, x) voxel indices on the analysis grid."""
+        return self._read("coords")
+
+    def labels(self) -> np.ndarray:
+        """(N,) uint8 ground-truth defect."""
+        return self._read("labels")
+
+    def intensity(self) -> np.ndarray:
+        """(N, T) float32 CT value of each voxel per phase."""
+        return self._read("intensity")
+
+    def feature_blocks(self, rows: int = VOXEL_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+        """(start row, (n, T, F) float32 block) over ``/features``, chunk-aligned, in bounded memory."""
+        with h5py.File(self.path, "r") as handle:
+            features = handle["features"]
+            for start in range(0, self.n_voxels, rows):
+                yield start, features[start : start + rows]
+
+
+def open_radiomics_case(path: Path) -> RadiomicsCase:
+    """Read a radiomics file's header; a missing file or dataset is an ArtifactError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"radiomics file {path} is missing; run the radiomics stage for this case")
+    with h5py.File(path, "r") as handle:
+        if "features" not in handle:
+            raise ArtifactError(f"{path} has no /features dataset; re-run the radiomics stage for this case")
+        attrs = _get_attrs(handle)
+        check_format(path, attrs, RADIOMICS_FORMAT, "radiomics")
+        n_voxels, n_phases, _ = handle["features"].shape
+    return RadiomicsCase(
+        path=path,
+        case_id=str(attrs.get("case_id", path.stem)),
+        feature_ids=list(attrs["feature_ids"]),
+        n_voxels=int(n_voxels),
+        n_phases=int(n_phases),
+        grid=Grid.from_attrs(attrs),
+        attrs=attrs,
+    )
 
 
 def string_list(values: Any) -> list[str]:

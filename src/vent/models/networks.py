@@ -21,6 +21,7 @@ Models:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -187,6 +188,33 @@ class ProbabilityModel(nn.Module):
         return torch.sigmoid(self.model(x))
 
 
+def build_lstm(n_inputs: int, n_steps: int, params: Any) -> LSTMClassifier:
+    """The study's stacked LSTM (``vent.models.registry.LSTMParams``); any number of phases."""
+    del n_steps
+    return LSTMClassifier(n_inputs, hidden=tuple(int(h) for h in params.hidden), dropout=float(params.dropout))
+
+
+def build_bilstm(n_inputs: int, n_steps: int, params: Any) -> LSTMClassifier:
+    """The same stack, bidirectional, final states of both directions concatenated."""
+    del n_steps
+    return LSTMClassifier(
+        n_inputs, hidden=tuple(int(h) for h in params.hidden), bidirectional=True, dropout=float(params.dropout)
+    )
+
+
+def build_transformer(n_inputs: int, n_steps: int, params: Any) -> TransformerClassifier:
+    """The Transformer-encoder ablation (``vent.models.registry.TransformerParams``)."""
+    return TransformerClassifier(
+        n_inputs,
+        n_steps,
+        d_model=params.d_model,
+        n_heads=params.n_heads,
+        n_blocks=params.n_blocks,
+        dim_feedforward=params.dim_feedforward,
+        dropout=params.dropout,
+    )
+
+
 def count_parameters(model: nn.Module) -> int:
     """Return the number of trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -194,6 +222,9 @@ def count_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "DEFAULT_HIDDEN",
+    "build_bilstm",
+    "build_lstm",
+    "build_transformer",
     "LSTMClassifier",
     "ProbabilityModel",
     "TransformerClassifier",

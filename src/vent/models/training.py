@@ -9,6 +9,14 @@ optimiser state, epoch counter, best weights, early-stopping counter, history an
 it and training continues with the next epoch; with the same seed and data order the final weights equal those of an
 uninterrupted run (exactly on CPU). The checkpoint is rewritten atomically (temporary file + ``os.replace``) after
 every epoch, so an interruption leaves either the previous or the new checkpoint, never a torn file.
+
+Resuming with other settings: lr, clip_grad_norm, seed, weight_decay and pos_weight must equal the checkpoint's
+(else ArtifactError). ``max_epochs`` and ``patience`` may grow: ``stopped_early`` is not taken from the checkpoint
+but recomputed as ``bad_epochs >= patience``, so a fold that stopped early under patience P continues under P' > P,
+and one that ran out of epochs continues when max_epochs is raised; the result equals a fresh run with the new
+settings (exactly on CPU). A smaller max_epochs or patience than the checkpoint's is an ArtifactError: the checkpoint
+may have trained further than the new settings allow (a resumed run must always equal a fresh one), so it has to be
+deleted to retrain the fold.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ CHECKPOINT_FORMAT = 1
 
 # Settings that must match for a checkpoint to be resumed (others, e.g. max_epochs or patience, may change).
 # pos_weight is one of them: a resumed fold would otherwise keep the checkpoint's loss weight without saying so.
-_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay", "pos_weight")
+_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay", "pos_weight", "min_delta")
+# Settings that may grow on resume but never shrink (a smaller value could have stopped training earlier).
+_GROWABLE_KEYS = ("max_epochs", "patience")
 
 
 @dataclass
@@ -222,13 +232,247 @@ def _mean_loss(
     return float(total.item()) / count
 
 
-def fit(
+def _read_checkpoint_if_any(checkpoint_path: Path | None) -> dict[str, Any] | None:
+    """The checkpoint at ``checkpoint_path`` when that file exists, else ``None``."""
+    if checkpoint_path is None or not checkpoint_path.exists():
+        return None
+    return load_checkpoint(checkpoint_path)
+
+
+def _pos_weight(checkpoint: dict[str, Any] | None, settings: TrainSettings, train_batches: Iterable) -> float | None:
+    """The checkpoint's pos_weight on resume, else the one resolved from ``settings.pos_weight``."""
+    if checkpoint is not None:
+        return checkpoint["pos_weight"]
+    return _resolve_pos_weight(settings.pos_weight, train_batches)
+
+
+def _warn_on_batch_size(train_batches: Iterable, settings: TrainSettings) -> None:
+    """Warn when the batches were built with another batch size than ``settings.batch_size``."""
+    batch_size = getattr(train_batches, "batch_size", settings.batch_size)
+    if batch_size != settings.batch_size:
+        logger.warning("train batches hold %d voxels but settings.batch_size is %d", batch_size, settings.batch_size)
+
+
+def _losses(pos_weight: float | None, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The mean (for the updates) and summed (for the validation mean) BCE-with-logits losses."""
+    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=device)
+    return nn.BCEWithLogitsLoss(pos_weight=weight), nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum")
+
+
+@dataclass
+class _TrainState:
+    """Where training stands between epochs: next epoch, best epoch and weights, early-stopping counter, history."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _check_resumable(
+    checkpoint: dict[str, Any], checkpoint_path: Path, settings: TrainSettings, model: nn.Module
+) -> None:
+    """Raise ArtifactError unless the checkpoint's settings and architecture allow resuming with ``settings``."""
+    saved = checkpoint["settings"]
+    changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(settings, key)]
+    if changed:
+        raise ArtifactError(
+            f"checkpoint {checkpoint_path} was written with different settings ({', '.join(changed)}); "
+            "delete it to retrain this fold with the new settings"
+        )
+    lowered = [
+        f"{key} {saved[key]} -> {getattr(settings, key)}"
+        for key in _GROWABLE_KEYS
+        if saved.get(key) is not None and getattr(settings, key) < saved[key]
+    ]
+    if lowered:
+        raise ArtifactError(
+            f"checkpoint {checkpoint_path} was trained further than the new settings allow ({', '.join(lowered)}); "
+            "a resumed fold must equal a fresh one, so delete the checkpoint to retrain this fold"
+        )
+    spec = getattr(model, "spec", None)
+    if checkpoint.get("model_spec") is not None and spec is not None and checkpoint["model_spec"] != spec:
+        raise ArtifactError(
+            f"checkpoint {checkpoint_path} was written for another model architecture "
+            f"({checkpoint['model_spec']}, not {spec}); delete it to retrain this fold"
+        )
+
+
+def _restore_or_start(
     model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    checkpoint: dict[str, Any] | None,
+    checkpoint_path: Path | None,
+    settings: TrainSettings,
+) -> _TrainState:
+    """The state to train from: the checked checkpoint's (weights, optimiser, RNG restored) or a fresh seeded one.
+
+    On resume, ``stopped_early`` is recomputed as ``bad_epochs >= settings.patience``, so a fold that stopped early
+    (or ran out of epochs) continues when patience (or max_epochs) grew.
+    """
+    if checkpoint is None:
+        torch.manual_seed(settings.seed)
+        return _TrainState()
+    _check_resumable(checkpoint, checkpoint_path, settings, model)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ArtifactError(
+            f"checkpoint {checkpoint_path} does not match the model architecture; delete it to retrain ({error})"
+        ) from error
+    optimiser.load_state_dict(checkpoint["optimiser"])
+    bad_epochs = int(checkpoint["bad_epochs"])
+    state = _TrainState(
+        epoch=int(checkpoint["epoch"]),
+        best_val_loss=float(checkpoint["best_val_loss"]),
+        best_epoch=int(checkpoint["best_epoch"]),
+        best_state=checkpoint["best_model"],
+        bad_epochs=bad_epochs,
+        stopped_early=bad_epochs >= settings.patience,
+        history=list(checkpoint["history"]),
+    )
+    _set_rng_state(checkpoint["rng"])
+    logger.info("resuming from %s after epoch %d (best epoch %d)", checkpoint_path, state.epoch - 1, state.best_epoch)
+    return state
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    train_batches: Iterable,
+    loss_mean: nn.Module,
+    clip_grad_norm: float | None,
+    device: torch.device,
+) -> float:
+    """One pass of Adam updates over ``train_batches``; returns the mean per-voxel training loss."""
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for x, y in train_batches:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        optimiser.zero_grad(set_to_none=True)
+        loss = loss_mean(model(x), y)
+        loss.backward()
+        if clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimiser.step()
+        total += loss.detach().double() * y.numel()
+        count += y.numel()
+    if count == 0:
+        raise DataError("the training batches are empty; every fold needs training voxels")
+    return float(total.item()) / count
+
+
+def _run_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
     train_batches: Iterable,
     val_batches: Iterable,
+    losses: tuple[nn.Module, nn.Module],
     settings: TrainSettings,
-    checkpoint_path: Path | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    device: torch.device,
+    state: _TrainState,
+) -> dict[str, Any]:
+    """Train and validate epoch ``state.epoch``, advance ``state`` (best, counter, history); return its record."""
+    started = time.perf_counter()
+    epoch = state.epoch
+    if hasattr(train_batches, "set_epoch"):
+        train_batches.set_epoch(epoch)
+    train_loss = _train_epoch(model, optimiser, train_batches, losses[0], settings.clip_grad_norm, device)
+    val_loss = _mean_loss(model, val_batches, losses[1], device, "validation")
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise VentError(
+            f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss}); "
+            "lower train.lr or check the inputs are standardised"
+        )
+    improved = val_loss < state.best_val_loss - settings.min_delta
+    if improved:
+        state.best_val_loss, state.best_epoch, state.best_state, state.bad_epochs = (
+            val_loss, epoch, _state_to_cpu(model), 0
+        )
+    else:
+        state.bad_epochs += 1
+    state.stopped_early = state.bad_epochs >= settings.patience
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "seconds": time.perf_counter() - started,
+        "improved": bool(improved),
+    }
+    state.history.append(record)
+    state.epoch += 1
+    return record
+
+
+def _checkpoint_state(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    state: _TrainState,
+    settings: TrainSettings,
+    pos_weight: float | None,
+) -> dict[str, Any]:
+    """The checkpoint dict written after an epoch (everything :func:`_restore_or_start` needs to resume)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": _state_to_cpu(model),
+        "optimiser": optimiser.state_dict(),
+        "epoch": state.epoch,
+        "best_val_loss": state.best_val_loss,
+        "best_epoch": state.best_epoch,
+        "best_model": state.best_state,
+        "bad_epochs": state.bad_epochs,
+        "stopped_early": state.stopped_early,
+        "history": state.history,
+        "rng": _rng_state(),
+        "settings": asdict(settings),
+        "pos_weight": pos_weight,
+        "model_spec": getattr(model, "spec", None),
+    }
+
+
+def _report_epoch(
+    record: dict[str, Any],
+    state: _TrainState,
+    max_epochs: int,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Log the epoch and pass its record, with the best epoch so far, to ``progress``."""
+    logger.debug(
+        "epoch %d: train %.5f val %.5f%s",
+        record["epoch"], record["train_loss"], record["val_loss"], " *" if record["improved"] else "",
+    )
+    if progress is not None:
+        best = {"best_epoch": state.best_epoch, "best_val_loss": state.best_val_loss, "max_epochs": max_epochs}
+        progress({**record, **best})
+
+
+def _finish(
+    model: nn.Module, state: _TrainState, resumed_from: int | None, pos_weight: float | None, device: torch.device
+) -> FitResult:
+    """Load the best epoch's weights into ``model`` (eval mode) and build the :class:`FitResult`."""
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
+    return FitResult(
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val_loss,
+        epochs_run=state.epoch,
+        stopped_early=state.stopped_early,
+        history=state.history,
+        resumed_from_epoch=resumed_from,
+        pos_weight=pos_weight,
+        device=str(device),
+    )
+
+
+def fit(
+    model: nn.Module, train_batches: Iterable, val_batches: Iterable, settings: TrainSettings,
+    checkpoint_path: Path | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam, gradient clipping and early stopping on the validation loss.
 
@@ -252,146 +496,27 @@ def fit(
         The :class:`FitResult`.
 
     Raises:
-        ArtifactError: The checkpoint is unreadable or was written with different settings or architecture.
+        ArtifactError: The checkpoint is unreadable, was written with different settings or architecture, or was
+            trained further than the new max_epochs or patience allow.
         DataError: No training or validation voxels, or only one class with pos_weight="auto".
         VentError: The loss became NaN or infinite (lower the learning rate).
     """
     device = resolve_device(settings.device)
-    batch_size = getattr(train_batches, "batch_size", settings.batch_size)
-    if batch_size != settings.batch_size:
-        logger.warning("train batches hold %d voxels but settings.batch_size is %d", batch_size, settings.batch_size)
+    _warn_on_batch_size(train_batches, settings)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    resume = checkpoint_path is not None and checkpoint_path.exists()
-    checkpoint = load_checkpoint(checkpoint_path) if resume else None
-
-    if checkpoint is not None:
-        pos_weight = checkpoint["pos_weight"]
-    else:
-        pos_weight = _resolve_pos_weight(settings.pos_weight, train_batches)
-    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=device)
-    loss_mean = nn.BCEWithLogitsLoss(pos_weight=weight)
-    loss_sum = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum")
-
+    checkpoint = _read_checkpoint_if_any(checkpoint_path)
+    pos_weight = _pos_weight(checkpoint, settings, train_batches)
+    losses = _losses(pos_weight, device)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-
-    if checkpoint is not None:
-        saved = checkpoint["settings"]
-        changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(settings, key)]
-        if changed:
-            raise ArtifactError(
-                f"checkpoint {checkpoint_path} was written with different settings ({', '.join(changed)}); "
-                "delete it to retrain this fold with the new settings"
-            )
-        spec = getattr(model, "spec", None)
-        if checkpoint.get("model_spec") is not None and spec is not None and checkpoint["model_spec"] != spec:
-            raise ArtifactError(
-                f"checkpoint {checkpoint_path} was written for another model architecture "
-                f"({checkpoint['model_spec']}, not {spec}); delete it to retrain this fold"
-            )
-        try:
-            model.load_state_dict(checkpoint["model"])
-        except RuntimeError as error:
-            raise ArtifactError(
-                f"checkpoint {checkpoint_path} does not match the model architecture; delete it to retrain ({error})"
-            ) from error
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        start_epoch = int(checkpoint["epoch"])
-        best_val_loss = float(checkpoint["best_val_loss"])
-        best_epoch = int(checkpoint["best_epoch"])
-        best_state = checkpoint["best_model"]
-        bad_epochs = int(checkpoint["bad_epochs"])
-        stopped_early = bool(checkpoint["stopped_early"])
-        history = list(checkpoint["history"])
-        _set_rng_state(checkpoint["rng"])
-        logger.info("resuming from %s after epoch %d (best epoch %d)", checkpoint_path, start_epoch - 1, best_epoch)
-    else:
-        torch.manual_seed(settings.seed)
-        start_epoch, best_val_loss, best_epoch, best_state = 0, math.inf, -1, None
-        bad_epochs, stopped_early, history = 0, False, []
-
-    epoch = start_epoch
-    while epoch < settings.max_epochs and not stopped_early:
-        started = time.perf_counter()
-        if hasattr(train_batches, "set_epoch"):
-            train_batches.set_epoch(epoch)
-        model.train()
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        count = 0
-        for x, y in train_batches:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_mean(model(x), y)
-            loss.backward()
-            if settings.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
-            optimiser.step()
-            total += loss.detach().double() * y.numel()
-            count += y.numel()
-        if count == 0:
-            raise DataError("the training batches are empty; every fold needs training voxels")
-        train_loss = float(total.item()) / count
-        val_loss = _mean_loss(model, val_batches, loss_sum, device, "validation")
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise VentError(
-                f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss}); "
-                "lower train.lr or check the inputs are standardised"
-            )
-        improved = val_loss < best_val_loss - settings.min_delta
-        if improved:
-            best_val_loss, best_epoch, best_state, bad_epochs = val_loss, epoch, _state_to_cpu(model), 0
-        else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= settings.patience
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "seconds": time.perf_counter() - started,
-            "improved": bool(improved),
-        }
-        history.append(record)
-        epoch += 1
+    state = _restore_or_start(model, optimiser, checkpoint, checkpoint_path, settings)
+    resumed_from = state.epoch if checkpoint is not None else None
+    while state.epoch < settings.max_epochs and not state.stopped_early:
+        record = _run_epoch(model, optimiser, train_batches, val_batches, losses, settings, device, state)
         if checkpoint_path is not None:
-            save_checkpoint_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": _state_to_cpu(model),
-                    "optimiser": optimiser.state_dict(),
-                    "epoch": epoch,
-                    "best_val_loss": best_val_loss,
-                    "best_epoch": best_epoch,
-                    "best_model": best_state,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                    "history": history,
-                    "rng": _rng_state(),
-                    "settings": asdict(settings),
-                    "pos_weight": pos_weight,
-                    "model_spec": getattr(model, "spec", None),
-                },
-                checkpoint_path,
-            )
-        logger.debug("epoch %d: train %.5f val %.5f%s", record["epoch"], train_loss, val_loss, " *" if improved else "")
-        if progress is not None:
-            progress(
-                {**record, "best_epoch": best_epoch, "best_val_loss": best_val_loss, "max_epochs": settings.max_epochs}
-            )
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(
-        best_epoch=best_epoch,
-        best_val_loss=best_val_loss,
-        epochs_run=epoch,
-        stopped_early=stopped_early,
-        history=history,
-        resumed_from_epoch=start_epoch if checkpoint is not None else None,
-        pos_weight=pos_weight,
-        device=str(device),
-    )
+            save_checkpoint_atomic(_checkpoint_state(model, optimiser, state, settings, pos_weight), checkpoint_path)
+        _report_epoch(record, state, settings.max_epochs, progress)
+    return _finish(model, state, resumed_from, pos_weight, device)
 
 
 def predict_proba(model: nn.Module, batches: Iterable, device: str = "auto") -> np.ndarray:

@@ -42,7 +42,6 @@ End-to-end figures (ratio to pyradiomics, full 10-phase patient, peak RSS): ``sc
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import numba
@@ -315,8 +314,3 @@ def compute_roi_features(
     centre = np.zeros((1, 3), dtype=np.int64)
     row = _numba_all_features(values, grey, centre, radius, n_grey)[0]
     return {FEATURE_IDS[k]: float(row[k]) for k in columns}
-
-
-def default_workers() -> int:
-    """CPU threads used when ``n_workers`` is None."""
-    return os.cpu_count() or 1

@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,3 @@ def write_feature_maps(
                 sitk.WriteImage(feature_image, str(temp_nifti))
     logger.info("wrote %d feature maps (%d voxels) to %s", len(ids), len(centres), out_path)
     return out_path
-
-
-def settings_with(settings: FilterSettings, **changes: Any) -> FilterSettings:
-    """A copy of ``settings`` with fields changed (validated again)."""
-    return replace(settings, **changes)

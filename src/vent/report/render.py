@@ -1,4 +1,7 @@
-"""A tiny document model rendered to Markdown and to self-contained HTML (images embedded as base64)."""
+"""A tiny document model rendered to Markdown and to self-contained HTML (images embedded as base64).
+
+Tables are :class:`vent.report.tables.Table` models; each output renders the same model (nothing is parsed back).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from vent.report.tables import Table
 
 __all__ = ["Document"]
 
@@ -21,8 +27,14 @@ class Document:
     def paragraph(self, text: str) -> None:
         self.blocks.append(("paragraph", text))
 
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.blocks.append(("table", header, rows))
+    def table(self, table: Table | list[str], rows: list[list[Any]] | None = None) -> Table:
+        """Add a :class:`Table` (or build one from a header and rows); returns it."""
+        if not isinstance(table, Table):
+            table = Table(list(table), rows or [])
+        elif rows is not None:
+            raise TypeError("Document.table: pass a Table, or a header and rows, not both")
+        self.blocks.append(("table", table))
+        return table
 
     def image(self, path: Path, caption: str) -> None:
         self.blocks.append(("image", Path(path), caption))
@@ -41,11 +53,7 @@ class Document:
             elif kind == "bullets":
                 out += [f"- {item}" for item in block[1]] + [""]
             elif kind == "table":
-                header, rows = block[1], block[2]
-                out.append("| " + " | ".join(header) + " |")
-                out.append("|" + "---|" * len(header))
-                out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-                out.append("")
+                out += block[1].markdown_lines() + [""]
             elif kind == "image":
                 out += [f"![{block[2]}]({block[1].relative_to(relative_to).as_posix()})", "", f"*{block[2]}*", ""]
         return "\n".join(out)
@@ -70,11 +78,7 @@ class Document:
             elif kind == "bullets":
                 parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block[1]) + "</ul>")
             elif kind == "table":
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in block[2]
-                )
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                parts.append(block[1].to_html())
             elif kind == "image":
                 data = base64.b64encode(block[1].read_bytes()).decode()
                 parts.append(

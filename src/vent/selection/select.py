@@ -253,6 +253,164 @@ def _stream_case(
                 sampled_out[lo:hi] = chunk[info.sample_index[lo:hi] - start]
 
 
+def _checked_files(files: Sequence[Path], target: str) -> list[Path]:
+    """The given files as Paths, after checking the target name and that each file is given once and exists."""
+    if target not in ("defect", "refvi"):
+        raise ConfigError(f"selection.target = {target!r} is not valid; use 'defect' or 'refvi'.")
+    files = [Path(f) for f in files]
+    if not files:
+        raise DataError("feature selection was given no radiomics files; check the patient list / fold split.")
+    if len(set(files)) != len(files):
+        raise DataError("feature selection was given the same radiomics file twice; check the patient list.")
+    for path in files:
+        if not path.is_file():
+            raise DataError(f"radiomics file {path} does not exist; run the radiomics stage for this patient first.")
+    return files
+
+
+def _read_cases(files: list[Path], target: str, max_voxels_per_case: int, seed: int) -> list[_CaseInfo]:
+    """Every file's shapes, feature ids and voxel sample, checked to share one T x F and one feature list."""
+    infos = [_read_case_info(path, target, max_voxels_per_case, seed) for path in files]
+    reference = infos[0]
+    for info in infos[1:]:
+        if info.shape_tf != reference.shape_tf or info.feature_ids != reference.feature_ids:
+            raise DataError(
+                f"{info.path} has T x F = {info.shape_tf} with features {info.feature_ids[:3]}... but "
+                f"{reference.path} has {reference.shape_tf} with {reference.feature_ids[:3]}...; all patients must "
+                "come from the same radiomics configuration."
+            )
+    n_phases, n_features = reference.shape_tf
+    n_sampled = sum(len(info.sample_index) for info in infos)
+    logger.info(
+        "feature selection on %d patients: %d voxels, %d sampled for Spearman (%.2f GB), T=%d, F=%d",
+        len(infos),
+        sum(info.n_voxels for info in infos),
+        n_sampled,
+        n_sampled * n_phases * n_features * 4 / 1e9,
+        n_phases,
+        n_features,
+    )
+    return infos
+
+
+@dataclass(frozen=True)
+class _PooledData:
+    """What streaming the files yields: the pooled correlation accumulator and the sampled voxels with their target."""
+
+    accumulator: PhaseCorrelation
+    sampled_ntf: np.ndarray
+    target_sampled: np.ndarray
+
+
+def _stream_cases(
+    infos: list[_CaseInfo], chunk_voxels: int, progress: Callable[[int, int], None] | None
+) -> _PooledData:
+    """Stream every file once: pool the per-phase correlation and gather the sampled voxels (n, T, F) float32."""
+    n_phases, n_features = infos[0].shape_tf
+    n_sampled = sum(len(info.sample_index) for info in infos)
+    sampled_ntf = np.empty((n_sampled, n_phases, n_features), dtype=np.float32)
+    accumulator = PhaseCorrelation()
+    offset = 0
+    for done, info in enumerate(infos, start=1):
+        case_accumulator = PhaseCorrelation()
+        size = len(info.sample_index)
+        _stream_case(info, case_accumulator, sampled_ntf[offset : offset + size], chunk_voxels)
+        accumulator.merge(case_accumulator)
+        offset += size
+        if progress is not None:
+            progress(done, len(infos))
+    target_sampled = np.concatenate([info.target_sampled for info in infos])
+    return _PooledData(accumulator, sampled_ntf, target_sampled)
+
+
+def _varying_features(
+    constant_tf: np.ndarray, feature_ids: list[str], n_voxels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(always_constant (F,), partly_constant (F,), kept indices) from the per-phase constancy (T, F)."""
+    always_constant = constant_tf.all(axis=0)
+    partly_constant = constant_tf.any(axis=0) & ~always_constant
+    kept = np.flatnonzero(~always_constant)
+    if always_constant.any():
+        logger.warning(
+            "features constant over all %d voxels at every phase are excluded from selection: %s",
+            n_voxels,
+            [feature_ids[i] for i in np.flatnonzero(always_constant)],
+        )
+    if len(kept) < 3:
+        raise DataError(f"only {len(kept)} features vary over the given patients; at least 3 are needed to cluster.")
+    return always_constant, partly_constant, kept
+
+
+@dataclass(frozen=True)
+class _ClusterOptions:
+    """The clustering settings of ``select_features`` (see ``cluster_features``)."""
+
+    linkage: str
+    cutoffs: Sequence[float] | None
+    singleton: str
+    min_clusters: float
+    max_clusters: float | None
+    max_cutoff: float | None
+
+    def cluster(self, correlation_ff: np.ndarray) -> ClusterResult:
+        """``cluster_features`` of a correlation matrix under these settings."""
+        return cluster_features(
+            correlation_ff,
+            linkage=self.linkage,
+            cutoffs=self.cutoffs,
+            singleton=self.singleton,
+            min_clusters=self.min_clusters,
+            max_clusters=self.max_clusters,
+            max_cutoff=self.max_cutoff,
+        )
+
+
+def _selected_ids(
+    clustering: ClusterResult, spearman: np.ndarray, kept: np.ndarray, feature_ids: list[str]
+) -> list[str]:
+    """The best-scoring feature of each cluster of the kept features, in file order."""
+    kept_ids = [feature_ids[i] for i in kept]
+    selected_kept = set(choose_representatives(clustering.labels, spearman[kept], kept_ids))
+    return [f for f in feature_ids if f in selected_kept]
+
+
+def _select(
+    infos: list[_CaseInfo], pooled: _PooledData, options: _ClusterOptions, target: str, seed: int
+) -> SelectionResult:
+    """Exclude constant features, cluster the others, score all against the target and keep one per cluster."""
+    accumulator = pooled.accumulator
+    feature_ids = infos[0].feature_ids
+    n_features = len(feature_ids)
+    correlation_tff = accumulator.per_phase()
+    correlation_ff = accumulator.averaged()
+    always_constant, partly_constant, kept = _varying_features(
+        accumulator.constant_features(), feature_ids, accumulator.count
+    )
+    clustering = options.cluster(correlation_ff[np.ix_(kept, kept)])
+    cluster_labels = np.zeros(n_features, dtype=np.int64)
+    cluster_labels[kept] = clustering.labels
+    spearman = spearman_with_target(pooled.sampled_ntf, pooled.target_sampled)
+    selected = _selected_ids(clustering, spearman, kept, feature_ids)
+    logger.info("selected %d of %d features: %s", len(selected), n_features, selected)
+    return SelectionResult(
+        selected=selected,
+        feature_ids=feature_ids,
+        cluster_labels=cluster_labels,
+        clustering=clustering,
+        spearman=spearman,
+        correlation=correlation_ff,
+        constant_features=[feature_ids[i] for i in np.flatnonzero(always_constant)],
+        partly_constant_features=[feature_ids[i] for i in np.flatnonzero(partly_constant)],
+        cases=[info.path.name for info in infos],
+        n_voxels=accumulator.count,
+        n_sampled=len(pooled.sampled_ntf),
+        target=target,
+        linkage=options.linkage,
+        seed=seed,
+        correlation_per_phase=correlation_tff,
+    )
+
+
 def select_features(
     files: Sequence[Path],
     *,
@@ -294,97 +452,7 @@ def select_features(
         ConfigError: Bad target, linkage, cut-offs, singleton convention or guard.
         DataError: No files, a missing or malformed file, or files that disagree on T or the feature ids.
     """
-    if target not in ("defect", "refvi"):
-        raise ConfigError(f"selection.target = {target!r} is not valid; use 'defect' or 'refvi'.")
-    files = [Path(f) for f in files]
-    if not files:
-        raise DataError("feature selection was given no radiomics files; check the patient list / fold split.")
-    if len(set(files)) != len(files):
-        raise DataError("feature selection was given the same radiomics file twice; check the patient list.")
-    for path in files:
-        if not path.is_file():
-            raise DataError(f"radiomics file {path} does not exist; run the radiomics stage for this patient first.")
-
-    infos = [_read_case_info(path, target, max_voxels_per_case, seed) for path in files]
-    reference = infos[0]
-    for info in infos[1:]:
-        if info.shape_tf != reference.shape_tf or info.feature_ids != reference.feature_ids:
-            raise DataError(
-                f"{info.path} has T x F = {info.shape_tf} with features {info.feature_ids[:3]}... but "
-                f"{reference.path} has {reference.shape_tf} with {reference.feature_ids[:3]}...; all patients must "
-                "come from the same radiomics configuration."
-            )
-    n_phases, n_features = reference.shape_tf
-    feature_ids = reference.feature_ids
-    n_sampled = sum(len(info.sample_index) for info in infos)
-    logger.info(
-        "feature selection on %d patients: %d voxels, %d sampled for Spearman (%.2f GB), T=%d, F=%d",
-        len(infos),
-        sum(info.n_voxels for info in infos),
-        n_sampled,
-        n_sampled * n_phases * n_features * 4 / 1e9,
-        n_phases,
-        n_features,
-    )
-
-    sampled_ntf = np.empty((n_sampled, n_phases, n_features), dtype=np.float32)
-    accumulator = PhaseCorrelation()
-    offset = 0
-    for done, info in enumerate(infos, start=1):
-        case_accumulator = PhaseCorrelation()
-        size = len(info.sample_index)
-        _stream_case(info, case_accumulator, sampled_ntf[offset : offset + size], chunk_voxels)
-        accumulator.merge(case_accumulator)
-        offset += size
-        if progress is not None:
-            progress(done, len(infos))
-    target_sampled = np.concatenate([info.target_sampled for info in infos])
-
-    correlation_tff = accumulator.per_phase()
-    correlation_ff = accumulator.averaged()
-    constant_tf = accumulator.constant_features()
-    always_constant = constant_tf.all(axis=0)
-    partly_constant = constant_tf.any(axis=0) & ~always_constant
-    kept = np.flatnonzero(~always_constant)
-    if always_constant.any():
-        logger.warning(
-            "features constant over all %d voxels at every phase are excluded from selection: %s",
-            accumulator.count,
-            [feature_ids[i] for i in np.flatnonzero(always_constant)],
-        )
-    if len(kept) < 3:
-        raise DataError(f"only {len(kept)} features vary over the given patients; at least 3 are needed to cluster.")
-
-    clustering = cluster_features(
-        correlation_ff[np.ix_(kept, kept)],
-        linkage=linkage,
-        cutoffs=cutoffs,
-        singleton=singleton,
-        min_clusters=min_clusters,
-        max_clusters=max_clusters,
-        max_cutoff=max_cutoff,
-    )
-    cluster_labels = np.zeros(n_features, dtype=np.int64)
-    cluster_labels[kept] = clustering.labels
-    spearman = spearman_with_target(sampled_ntf, target_sampled)
-    kept_ids = [feature_ids[i] for i in kept]
-    selected_kept = set(choose_representatives(clustering.labels, spearman[kept], kept_ids))
-    selected = [f for f in feature_ids if f in selected_kept]
-    logger.info("selected %d of %d features: %s", len(selected), n_features, selected)
-    return SelectionResult(
-        selected=selected,
-        feature_ids=feature_ids,
-        cluster_labels=cluster_labels,
-        clustering=clustering,
-        spearman=spearman,
-        correlation=correlation_ff,
-        constant_features=[feature_ids[i] for i in np.flatnonzero(always_constant)],
-        partly_constant_features=[feature_ids[i] for i in np.flatnonzero(partly_constant)],
-        cases=[info.path.name for info in infos],
-        n_voxels=accumulator.count,
-        n_sampled=n_sampled,
-        target=target,
-        linkage=linkage,
-        seed=seed,
-        correlation_per_phase=correlation_tff,
-    )
+    infos = _read_cases(_checked_files(files, target), target, max_voxels_per_case, seed)
+    pooled = _stream_cases(infos, chunk_voxels, progress)
+    options = _ClusterOptions(linkage, cutoffs, singleton, min_clusters, max_clusters, max_cutoff)
+    return _select(infos, pooled, options, target, seed)

@@ -25,7 +25,7 @@ class Stage(ABC):
     Class attributes:
         name: the stage's name: its module, config section, output folder and CLI flag value.
         sections: further config sections it reads (besides its own).
-        needs: stages whose artifacts it reads.
+        needs: stages whose artifacts it reads (``needs_for`` may narrow them per config).
         version: bump when the stage's output for the same inputs changes (forces re-runs).
     """
 
@@ -33,6 +33,14 @@ class Stage(ABC):
     sections: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
+
+    def needs_for(self, config: Any) -> tuple[str, ...]:
+        """The stages this one reads under ``config`` (default: ``needs``; train's depend on its methods)."""
+        return self.needs
+
+    def unused_reason(self, config: Any) -> str | None:
+        """Why ``config`` does not use this stage (e.g. no method reads radiomics), or None when it does."""
+        return None
 
     def definition(self, ctx: RunContext) -> dict[str, Any]:
         """Name, version and the config sections the stage reads: the part of its fingerprint it owns."""

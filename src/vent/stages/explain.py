@@ -16,8 +16,9 @@ Writes:
 - ``explain/summary.json``: the device used, the IG settings and per-fold convergence record (steps used,
   completeness errors), the importance definition, the deletion and randomisation checks, and ``warnings``.
 
-Config: ``explain`` (and ``train.reference_model``, ``train.device``). Voxels explained: a stratified sample per test
-patient (``voxels_per_class_per_case``), never every voxel (memory grows with voxels x IG steps x (1 + T + N)).
+Config: ``explain`` (and ``train.reference_model``; ``execution.device`` and ``execution.explain_batch_size``).
+Voxels explained: a stratified sample per test patient (``voxels_per_class_per_case``), never every voxel (memory
+grows with voxels x IG steps x (1 + T + N)).
 IG steps start at ``explain.n_steps`` and are doubled per voxel until its completeness error is below
 ``explain.completeness_tolerance`` or ``explain.max_steps`` is reached (then a warning is logged and recorded).
 """
@@ -30,16 +31,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 from vent.errors import ConfigError
-from vent.io.artifacts import string_list
-from vent.io.atomic import atomic_path, write_json, write_text
+from vent.io import layout
+from vent.io.artifacts import open_radiomics_case
+from vent.io.atomic import write_json, write_text
+from vent.io.saliency import SaliencyStore, saliency_store
+from vent.models.registry import get_spec
+from vent.models.sequence import ModelInputs, load_fold_model
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
-from vent.stages.select import load_splits
-from vent.stages.train import load_fold_model
+from vent.stages.split import read_splits
 
 __all__ = ["ExplainStage", "resolve_explain_device"]
 
@@ -69,7 +72,7 @@ class _FoldInputs:
 
 
 def resolve_explain_device(setting: str) -> str:
-    """The torch device for ``train.device``: "auto" = CUDA if available, else CPU; never a silent fallback.
+    """The torch device for ``execution.device``: "auto" = CUDA if available, else CPU; never a silent fallback.
 
     Raises:
         ConfigError: ``cuda`` was asked for but CUDA is not available.
@@ -80,8 +83,8 @@ def resolve_explain_device(setting: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"train.device = {setting!r} but CUDA is not available on this machine, so explain cannot run there; "
-            "set train.device to 'auto' (CUDA when present, else CPU) or 'cpu'."
+            f"execution.device = {setting!r} but CUDA is not available on this machine, so explain cannot run there; "
+            "set execution.device to 'auto' (CUDA when present, else CPU) or 'cpu'."
         )
     return setting
 
@@ -94,45 +97,41 @@ def edge_input_ids(channels: list[str]) -> list[str]:
 def _read_fold(ctx: RunContext, fold: Any, reference: str) -> _FoldInputs:
     """Load a fold's reference model and a stratified sample of its test patients' voxels."""
     from vent.explain import stratified_voxel_sample
-    from vent.models.data import Standardiser, read_voxel_inputs
+    from vent.models.data import read_voxel_inputs
 
     config = ctx.config.explain
-    model, payload = load_fold_model(ctx.stage_dir("train") / reference / f"fold_{fold.index}" / "model.pt")
-    standardiser = Standardiser.from_dict(payload["standardiser"])
-    positions = payload["feature_positions"]
-    kind = payload["input_kind"]
-    labels: dict[str, np.ndarray] = {}
-    for case in fold.test:
-        with h5py.File(ctx.case_file("radiomics", case), "r") as handle:
-            labels[case] = handle["labels"][...]
+    model, payload = load_fold_model(layout.model_file(ctx.run_dir, reference, fold.index))
+    inputs = ModelInputs.from_payload(payload)
+    files = {case: ctx.case_file("radiomics", case) for case in fold.test}
+    labels = {case: open_radiomics_case(path).labels() for case, path in files.items()}
     sample = stratified_voxel_sample(labels, config.voxels_per_class_per_case, seed=config.seed)
     xs, ys, raws = [], [], []
     for case, index in sample.items():
-        raw = read_voxel_inputs(ctx.case_file("radiomics", case), index, kind, positions, payload.get("edge_index"))
+        raw = read_voxel_inputs(files[case], index, inputs.kind, inputs.positions, inputs.edge_index)
         raws.append(raw)
-        xs.append(np.asarray(standardiser.apply(raw), dtype=np.float32))
+        xs.append(np.asarray(inputs.standardiser.apply(raw), dtype=np.float32))
         ys.append(labels[case][np.sort(index)])
     return _FoldInputs(
         index=fold.index,
         model=model,
         spec=payload["spec"],
-        kind=kind,
-        feature_ids=(list(payload["feature_ids"]) if kind == "radiomics" else ["intensity"])
-        + edge_input_ids(payload.get("edge_channels") or []),
+        kind=inputs.kind,
+        feature_ids=(inputs.feature_ids if inputs.kind == "radiomics" else ["intensity"])
+        + edge_input_ids(inputs.edge_channels),
         x=np.concatenate(xs),
         y=np.concatenate(ys),
         raw=np.concatenate(raws),
     )
 
 
-def _explain_kwargs(config: Any, device: str) -> dict[str, Any]:
+def _explain_kwargs(config: Any, device: str, batch_size: int) -> dict[str, Any]:
     """explain_sample's settings from the ``explain`` config section (shared by the trained and random models)."""
     return {
         "method": config.method,
         "n_steps": config.n_steps,
         "max_steps": config.max_steps,
         "completeness_tolerance": config.completeness_tolerance,
-        "internal_batch_size": config.internal_batch_size,
+        "internal_batch_size": batch_size,
         "device": device,
     }
 
@@ -147,7 +146,9 @@ def _random_model(spec: dict[str, Any], seed: int) -> Any:
     return build_model(spec["name"], spec["n_inputs"], spec["n_steps"], **spec["params"])
 
 
-def _explain_fold(inputs: _FoldInputs, config: Any, device: str, randomise: bool) -> tuple[Any, dict[str, Any]]:
+def _explain_fold(
+    inputs: _FoldInputs, config: Any, device: str, batch_size: int, randomise: bool
+) -> tuple[Any, dict[str, Any]]:
     """Explain one fold's voxels on arrays; returns (ExplainResult with voxel maps, JSON fold summary)."""
     import torch
 
@@ -159,7 +160,7 @@ def _explain_fold(inputs: _FoldInputs, config: Any, device: str, randomise: bool
         relative_map,
     )
 
-    kwargs = _explain_kwargs(config, device)
+    kwargs = _explain_kwargs(config, device, batch_size)
     result = explain_sample(inputs.model, inputs.x, keep_voxel_maps=True, **kwargs)
     ids, y = inputs.feature_ids, inputs.y
     fold_importance = relative_map(result.mean_map).mean(axis=0)
@@ -192,19 +193,18 @@ def _explain_fold(inputs: _FoldInputs, config: Any, device: str, randomise: bool
     return result, summary
 
 
-def _write_fold_maps(store: h5py.File, inputs: _FoldInputs, result: Any) -> None:
+def _write_fold_maps(store: SaliencyStore, inputs: _FoldInputs, result: Any) -> None:
     """One fold's mean normalised map, split by class, with its feature ids and voxel count."""
     from vent.explain import normalise_maps
 
     normalised = normalise_maps(result.voxel_maps)
-    group = store.create_group(f"fold_{inputs.index}")
-    group.create_dataset("mean_map", data=result.mean_map)
-    for label, name in ((1, "defect"), (0, "healthy")):
-        if (inputs.y == label).any():
-            group.create_dataset(f"mean_map_{name}", data=normalised[inputs.y == label].mean(axis=0))
-    group.attrs["feature_ids"] = np.array(inputs.feature_ids, dtype=h5py.string_dtype())
-    group.attrs["n_voxels"] = len(inputs.y)
-    group.attrs["steps_max_used"] = int(result.steps_per_voxel.max())
+    class_maps = {
+        name: normalised[inputs.y == label].mean(axis=0)
+        for label, name in ((1, "defect"), (0, "healthy"))
+        if (inputs.y == label).any()
+    }
+    store.add_fold(inputs.index, result.mean_map, class_maps, inputs.feature_ids, len(inputs.y),
+                   int(result.steps_per_voxel.max()))
 
 
 def _importance_csv(pooled: Any | None) -> str:
@@ -256,7 +256,7 @@ def _summary(ctx: RunContext, device: str, folds: list[dict[str, Any]]) -> dict[
     return {
         "method": config.method,
         "reference_model": ctx.config.train.reference_model,
-        "device": {"requested": ctx.config.train.device, "used": device},
+        "device": {"requested": ctx.config.execution.device, "used": device},
         "n_steps": config.n_steps,
         "ig": {
             "integration": IG_METHOD,
@@ -278,67 +278,87 @@ def _summary(ctx: RunContext, device: str, folds: list[dict[str, Any]]) -> dict[
     }
 
 
+@dataclass
+class _Collected:
+    """What the folds' explanations add up to: the pooled inputs, trend values and per-fold summaries."""
+
+    fold_maps: list[Any]
+    trend_values: dict[tuple[str, int], list[np.ndarray]]
+    summaries: list[dict[str, Any]]
+
+
+def _collect(inputs: _FoldInputs, result: Any, collected: _Collected) -> None:
+    """Add one radiomic fold's mean map and raw sequence values to the pooled figures."""
+    from vent.explain import FoldMap
+
+    collected.fold_maps.append(FoldMap(inputs.feature_ids, result.mean_map, len(inputs.y)))
+    for j, feature_id in enumerate(inputs.feature_ids):
+        for label in (0, 1):
+            collected.trend_values.setdefault((feature_id, label), []).append(inputs.raw[inputs.y == label, :, j])
+
+
+def _write_pooled(store: SaliencyStore, pooled: Any | None, all_ids: list[str], n_phases: int, method: str) -> None:
+    """The pooled maps over folds (NaN when the reference model has no radiomic sequences)."""
+    empty = np.full((n_phases, len(all_ids)), np.nan)
+    store.set_pooled(pooled.pooled_map if pooled else empty,
+                     pooled.pooled_map_where_selected if pooled else empty, all_ids, method, MAP_NORMALISATION)
+
+
 class ExplainStage(Stage):
     name = "explain"
     needs = ("train",)
-    version = "2"
+    version = "3"
+
+    def unused_reason(self, config: Any) -> str | None:
+        spec = get_spec(config.train.reference_model)
+        if spec.explainable:
+            return None
+        return f"train.reference_model {spec.name!r} ({spec.family}) has no temporal saliency to explain"
 
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
-        from vent.explain import FoldMap, pool_fold_maps
+        from vent.explain import pool_fold_maps
 
         config = ctx.config.explain
-        device = resolve_explain_device(ctx.config.train.device)
+        device = resolve_explain_device(ctx.config.execution.device)
         cases = sorted(upstream_cases(ctx, "radiomics"))
-        folds = load_splits(ctx.run_dir, cases)
-        with h5py.File(ctx.case_file("radiomics", cases[0]), "r") as handle:
-            all_ids = string_list(handle.attrs["feature_ids"]) + edge_input_ids(ctx.config.train.edge_inputs)
-            n_phases = handle["features"].shape[1]
-        fold_maps: list[FoldMap] = []
-        trend_values: dict[tuple[str, int], list[np.ndarray]] = {}
-        fold_summaries = []
-        randomised = False
-        out = ctx.stage_dir(self.name)
+        folds = read_splits(ctx.run_dir, cases)
+        first = open_radiomics_case(ctx.case_file("radiomics", cases[0]))
+        all_ids = first.feature_ids + edge_input_ids(ctx.config.train.edge_inputs)
+        collected = _Collected([], {}, [])
         with (
-            atomic_path(out / "saliency.h5") as tmp,
-            h5py.File(tmp, "w") as store,
+            saliency_store(layout.explain_file(ctx.run_dir, "saliency.h5")) as store,
             ctx.progress.task("explain (folds)", total=len(folds)) as bar,
         ):
             for fold in folds:
-                inputs = _read_fold(ctx, fold, ctx.config.train.reference_model)
-                randomise = not randomised and len(inputs.feature_ids) > 2
-                result, summary = _explain_fold(inputs, config, device, randomise)
-                randomised |= randomise
-                _write_fold_maps(store, inputs, result)
-                fold_summaries.append(summary)
-                if inputs.kind == "radiomics":
-                    fold_maps.append(FoldMap(inputs.feature_ids, result.mean_map, len(inputs.y)))
-                    for j, feature_id in enumerate(inputs.feature_ids):
-                        for label in (0, 1):
-                            chunk = inputs.raw[inputs.y == label, :, j]
-                            trend_values.setdefault((feature_id, label), []).append(chunk)
+                self._explain_one(ctx, fold, device, store, collected)
                 bar.advance(1)
-            pooled = pool_fold_maps(fold_maps, all_ids) if fold_maps else None
-            empty = np.full((n_phases, len(all_ids)), np.nan)
-            store.create_dataset("pooled_map", data=pooled.pooled_map if pooled else empty)
-            store.create_dataset(
-                "pooled_map_where_selected", data=pooled.pooled_map_where_selected if pooled else empty
-            )
-            store.attrs["feature_ids"] = np.array(all_ids, dtype=h5py.string_dtype())
-            store.attrs["method"] = config.method
-            store.attrs["normalisation"] = MAP_NORMALISATION
-
-        write_text(out / "importance.csv", _importance_csv(pooled))
-        write_text(out / "trends.csv", _trends_csv(trend_values, n_phases))
-        summary = _summary(ctx, device, fold_summaries)
-        write_json(out / "summary.json", summary)
+            pooled = pool_fold_maps(collected.fold_maps, all_ids) if collected.fold_maps else None
+            _write_pooled(store, pooled, all_ids, first.n_phases, config.method)
+        write_text(layout.explain_file(ctx.run_dir, "importance.csv"), _importance_csv(pooled))
+        write_text(layout.explain_file(ctx.run_dir, "trends.csv"), _trends_csv(collected.trend_values, first.n_phases))
+        summary = _summary(ctx, device, collected.summaries)
+        write_json(layout.explain_file(ctx.run_dir, "summary.json"), summary)
         if summary["warnings"]:
             ctx.echo(f"[explain] {len(summary['warnings'])} warning(s), recorded in explain/summary.json")
         if pooled is not None and pooled.order:
-            top = ", ".join(all_ids[j] for j in pooled.order[:3])
-            ctx.echo(f"[explain] most important sequences: {top}")
+            ctx.echo(f"[explain] most important sequences: {', '.join(all_ids[j] for j in pooled.order[:3])}")
         return {
             "saliency.h5": "saliency maps",
             "importance.csv": "importance per sequence",
             "trends.csv": "key sequences in defect vs healthy",
             "summary.json": "IG checks",
         }
+
+    def _explain_one(
+        self, ctx: RunContext, fold: Any, device: str, store: SaliencyStore, collected: _Collected
+    ) -> None:
+        """Explain one fold's reference model; the randomisation check runs on the first fold with > 2 sequences."""
+        inputs = _read_fold(ctx, fold, ctx.config.train.reference_model)
+        randomised = any("randomisation" in s for s in collected.summaries)
+        randomise = not randomised and len(inputs.feature_ids) > 2
+        batch_size = ctx.config.execution.explain_batch_size
+        result, summary = _explain_fold(inputs, ctx.config.explain, device, batch_size, randomise)
+        _write_fold_maps(store, inputs, result)
+        collected.summaries.append(summary)
+        if inputs.kind == "radiomics":
+            _collect(inputs, result, collected)

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from vent.config import RunConfig
+from vent.config import GroundTruthConfig, PreprocessConfig, RunConfig
 from vent.errors import DataError
-from vent.groundtruth import derive_defects
+from vent.groundtruth import DefectResult, derive_defects
+from vent.io import layout
 from vent.io.artifacts import PreprocessedCase, read_attrs, write_preprocessed_case
 from vent.io.atomic import write_json, write_text
 from vent.io.hashing import file_sha256
-from vent.io.images import grid_of, make_isotropic_grid, read_ct, read_image, read_lung_mask, resample_to_grid
+from vent.io.images import Grid, grid_of, make_isotropic_grid, read_ct, read_image, read_lung_mask, resample_to_grid
 from vent.io.refvi import resample_refvi
 from vent.io.vampire import (
     SubjectFiles,
@@ -58,10 +59,10 @@ def ensure_data(config: RunConfig, echo=lambda message: None, progress: Any = No
     if synthetic is None:
         return
     from vent.synth import write_synthetic_cohort
+    from vent.synth.writer import cohort_is_complete
 
     root = config.data.root
-    complete = all((root / f"Subject_{i:02d}" / ".complete").is_file() for i in range(1, synthetic.cases + 1))
-    if complete:
+    if cohort_is_complete(root, synthetic.cases):
         return
     echo(
         f"[data] generating a synthetic {synthetic.modality.upper()}-like cohort ({synthetic.cases} cases, "
@@ -172,15 +173,16 @@ def _read_refvi(files: SubjectFiles) -> sitk.Image:
     return clean
 
 
-def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCase:
-    """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
-    settings = config.preprocess
+def _reference_grid(files: SubjectFiles, spacing_mm: Any) -> tuple[Grid, sitk.Image | None]:
+    """The target grid (the average CT's, else the first phase's, at ``spacing_mm``) and the average mask image."""
     reference_path = files.average_image or files.phase_images[0]
     average_mask_image = None if files.average_mask is None else _read_mask(files.average_mask, "average lung mask")
     reference = read_ct(reference_path, "reference CT", average_mask_image if files.average_image else None)
-    grid = make_isotropic_grid(grid_of(reference), settings.spacing_mm)
-    del reference
+    return make_isotropic_grid(grid_of(reference), spacing_mm), average_mask_image
 
+
+def _read_phases(files: SubjectFiles, grid: Grid) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """Each phase's CT (linear, -1024 HU outside) and lung mask on ``grid``, and its lung volume in ml."""
     ct, phase_masks, volumes_ml = [], [], []
     voxel_ml = float(np.prod(grid.spacing_mm_xyz)) / 1000.0
     for image_path, mask_path in zip(files.phase_images, files.phase_masks):
@@ -191,35 +193,54 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
             raise DataError(f"lung mask {mask_path} is empty (no voxel > 0); check the file or exclude {files.case_id}")
         phase_masks.append(mask)
         volumes_ml.append(float(mask.sum()) * voxel_ml)
+    return ct, phase_masks, volumes_ml
 
-    if files.average_mask is not None:
-        average_mask = resample_to_grid(average_mask_image, grid, "mask")
-        if not average_mask.any():
-            raise DataError(f"lung mask {files.average_mask} is empty; check the file or exclude {files.case_id}")
-    else:
-        average_mask = (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
 
+def _average_mask(
+    files: SubjectFiles, average_mask_image: sitk.Image | None, grid: Grid, phase_masks: list[np.ndarray]
+) -> np.ndarray:
+    """The average lung mask on ``grid``, or the phases' majority vote (mean >= 0.5) when the subject has none."""
+    if files.average_mask is None:
+        return (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
+    average_mask = resample_to_grid(average_mask_image, grid, "mask")
+    if not average_mask.any():
+        raise DataError(f"lung mask {files.average_mask} is empty; check the file or exclude {files.case_id}")
+    return average_mask
+
+
+def _refvi_on_grid(
+    files: SubjectFiles, grid: Grid, interpolation: str, like: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The RefVI (NaN where no RefVI lung voxel is near) and its lung mask (all ones when absent) on ``grid``."""
     refvi_image = _read_refvi(files)
     vent_mask_image = _read_mask(files.vent_mask, "RefVI lung mask") if files.vent_mask is not None else None
-    refvi = resample_refvi(refvi_image, vent_mask_image, grid, settings.ground_truth.refvi_interpolation)
-    if vent_mask_image is not None:
-        vent_mask = resample_to_grid(vent_mask_image, grid, "mask")
-    else:
-        vent_mask = np.ones_like(average_mask)
+    refvi = resample_refvi(refvi_image, vent_mask_image, grid, interpolation)
+    if vent_mask_image is None:
+        return refvi, np.ones_like(like)
+    return refvi, resample_to_grid(vent_mask_image, grid, "mask")
 
-    if settings.analysis_mask == "average":
+
+def _analysis_mask(
+    choice: str, average_mask: np.ndarray, vent_mask: np.ndarray, phase_masks: list[np.ndarray], refvi: np.ndarray,
+    case_id: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The analysed lung (``preprocess.analysis_mask``) less voxels without RefVI, and those voxels (both (Z, Y, X))."""
+    if choice == "average":
         lung = average_mask
-    elif settings.analysis_mask == "average_and_vent":
+    elif choice == "average_and_vent":
         lung = average_mask & vent_mask
     else:
         lung = np.max(phase_masks, axis=0)
     no_refvi = lung.astype(bool) & ~np.isfinite(refvi)
     if no_refvi.any():
-        log.warning("%s: %d analysed voxels have no RefVI lung voxel near them and are left out", files.case_id,
+        log.warning("%s: %d analysed voxels have no RefVI lung voxel near them and are left out", case_id,
                     int(no_refvi.sum()))
         lung = (lung.astype(bool) & ~no_refvi).astype(np.uint8)
-    refvi = np.nan_to_num(refvi, nan=0.0)
-    n_lung = int(lung.sum())
+    return lung, no_refvi
+
+
+def _check_lung_size(n_lung: int, files: SubjectFiles, settings: PreprocessConfig) -> None:
+    """Raise DataError when fewer than ``preprocess.min_lung_voxels`` voxels are analysed."""
     if n_lung < settings.min_lung_voxels:
         raise DataError(
             f"{files.case_id}: only {n_lung} analysed lung voxels at {settings.spacing_mm} mm (analysis_mask="
@@ -227,38 +248,59 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
             f"mask ({files.vent_mask}) overlap? Minimum is preprocess.min_lung_voxels={settings.min_lung_voxels}"
         )
 
-    order = list(range(len(files.phase_images)))
+
+def _phase_order(volumes_ml: list[float], phase_order: str) -> tuple[list[int], int, int]:
+    """(order of the phases, exhale index, inhale index): file order, or rotated to start at maximum exhale."""
+    order = list(range(len(volumes_ml)))
     exhale, inhale = int(np.argmin(volumes_ml)), int(np.argmax(volumes_ml))
-    if config.data.phase_order == "from_max_exhale":
+    if phase_order == "from_max_exhale":
         order = order[exhale:] + order[:exhale]
+    return order, exhale, inhale
 
+
+def _crop_window(
+    phase_masks: list[np.ndarray], lung: np.ndarray, grid: Grid, margin_mm: float
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[slice, ...]]:
+    """(start, shape, slices) of the bounding box of every phase's lung and the analysed lung, plus the margin."""
     union = np.max(phase_masks, axis=0) | lung
-    margin = tuple(int(np.ceil(settings.crop_margin_mm / s)) for s in grid.spacing_mm_zyx)
+    margin = tuple(int(np.ceil(margin_mm / s)) for s in grid.spacing_mm_zyx)
     start, shape = _crop_box(union, margin)
-    window = tuple(slice(a, a + n) for a, n in zip(start, shape))
+    return start, shape, tuple(slice(a, a + n) for a, n in zip(start, shape))
 
-    ground_truth = settings.ground_truth
-    cropped_lung = lung[window]
+
+def _ground_truth(
+    refvi_zyx: np.ndarray, lung_zyx: np.ndarray, ground_truth: GroundTruthConfig, case_id: str
+) -> DefectResult:
+    """``derive_defects`` under ``preprocess.ground_truth``, warning when the outlier clipping did not converge."""
     gt = derive_defects(
-        refvi[window],
-        cropped_lung,
+        refvi_zyx,
+        lung_zyx,
         fraction=ground_truth.fraction,
         method=ground_truth.method,
         n_sd=ground_truth.outlier_sd,
         tolerance=ground_truth.tolerance,
         max_iterations=ground_truth.max_iterations,
         median_filter=ground_truth.median_filter,
-        case_id=files.case_id,
+        case_id=case_id,
     )
     if not gt.clip.converged:
         log.warning(
             "%s: ground-truth outlier clipping stopped at preprocess.ground_truth.max_iterations=%d before the "
-            "threshold moved by less than %g; recorded as gt_clip_converged=false", files.case_id,
+            "threshold moved by less than %g; recorded as gt_clip_converged=false", case_id,
             ground_truth.max_iterations, ground_truth.tolerance,
         )
-    ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
-    masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
-    attrs = {
+    return gt
+
+
+def _case_attrs(
+    files: SubjectFiles, settings: PreprocessConfig, order: list[int], volumes_ml: list[float],
+    phases: tuple[int, int], crop: tuple[tuple[int, ...], Grid], n_lung: int, gt: DefectResult, n_without_refvi: int,
+) -> dict[str, Any]:
+    """The case's HDF5 attributes: phase files and order, volumes, crop, ground-truth method and outcome."""
+    exhale, inhale = phases
+    start, grid = crop
+    ground_truth = settings.ground_truth
+    return {
         "phase_files": [str(files.phase_images[i]) for i in order],
         "phase_order": [int(files.phase_numbers[i]) for i in order],
         "lung_volume_ml": [volumes_ml[i] for i in order],
@@ -266,7 +308,7 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         "exhale_phase": order.index(exhale),
         "crop_start_zyx": list(start),
         "uncropped_size_xyz": list(grid.size_xyz),
-        "n_lung_voxels": int(cropped_lung.sum()),
+        "n_lung_voxels": n_lung,
         "analysis_mask": settings.analysis_mask,
         "gt_method": ground_truth.method,
         "gt_fraction": ground_truth.fraction,
@@ -277,10 +319,32 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         "gt_outliers": gt.clip.n_outliers,
         "gt_clip_converged": gt.clip.converged,
         "refvi_interpolation": ground_truth.refvi_interpolation,
-        "n_lung_without_refvi": int(no_refvi.sum()),
+        "n_lung_without_refvi": n_without_refvi,
         "defect_fraction": gt.defect_fraction,
         "source_folder": str(files.folder),
     }
+
+
+def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCase:
+    """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
+    settings = config.preprocess
+    grid, average_mask_image = _reference_grid(files, settings.spacing_mm)
+    ct, phase_masks, volumes_ml = _read_phases(files, grid)
+    average_mask = _average_mask(files, average_mask_image, grid, phase_masks)
+    refvi, vent_mask = _refvi_on_grid(files, grid, settings.ground_truth.refvi_interpolation, average_mask)
+    lung, no_refvi = _analysis_mask(settings.analysis_mask, average_mask, vent_mask, phase_masks, refvi, files.case_id)
+    refvi = np.nan_to_num(refvi, nan=0.0)
+    _check_lung_size(int(lung.sum()), files, settings)
+    order, exhale, inhale = _phase_order(volumes_ml, config.data.phase_order)
+    start, shape, window = _crop_window(phase_masks, lung, grid, settings.crop_margin_mm)
+    cropped_lung = lung[window]
+    gt = _ground_truth(refvi[window], cropped_lung, settings.ground_truth, files.case_id)
+    ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
+    masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
+    attrs = _case_attrs(
+        files, settings, order, volumes_ml, (exhale, inhale), (start, grid), int(cropped_lung.sum()), gt,
+        int(no_refvi.sum()),
+    )
     return PreprocessedCase(
         case_id=files.case_id,
         ct_tzyx=ct_tzyx,
@@ -296,7 +360,7 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
 class PreprocessStage(PerCaseStage):
     name = "preprocess"
     sections = ("data",)
-    version = "1"
+    version = "2"
 
     def case_inputs(self, ctx: RunContext) -> dict[str, Any]:
         subjects = cohort_subjects(ctx.config)
@@ -357,7 +421,6 @@ class PreprocessStage(PerCaseStage):
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        stage_dir = ctx.stage_dir(self.name)
-        write_text(stage_dir / "cohort.csv", buffer.getvalue())
-        write_json(stage_dir / "excluded.json", ctx.config.data.exclude)
+        write_text(layout.cohort_file(ctx.run_dir), buffer.getvalue())
+        write_json(layout.excluded_file(ctx.run_dir), ctx.config.data.exclude)
         return {"cohort.csv": "one row per case", "excluded.json": "excluded subjects with reasons"}

@@ -63,10 +63,15 @@ def selected_feature_specs(feature_ids: list[str] | str) -> list[Any]:
     return [spec for spec in FEATURES if spec.id in set(feature_ids)]
 
 
-def filter_settings_from_config(config: Any, spacing_mm_zyx: tuple[float, float, float]) -> Any:
-    """The engine's FilterSettings for a case grid (the kernel needs an isotropic grid)."""
+def filter_settings_from_config(
+    config: Any, spacing_mm_zyx: tuple[float, float, float], execution: Any | None = None
+) -> Any:
+    """The engine's FilterSettings for a case grid (the kernel needs an isotropic grid); the engine and its threads
+    come from the ``execution`` section (defaults when None)."""
+    from vent.config import ExecutionConfig
     from vent.radiomics import FilterSettings, kernel_voxels_from_mm
 
+    execution = execution or ExecutionConfig()
     if max(spacing_mm_zyx) - min(spacing_mm_zyx) > 1e-3:
         raise ConfigError(
             f"radiomics needs an isotropic grid but preprocess.spacing_mm gives {spacing_mm_zyx[::-1]} mm (x, y, z); "
@@ -78,15 +83,22 @@ def filter_settings_from_config(config: Any, spacing_mm_zyx: tuple[float, float,
         bin_width=config.bin_width,
         masked_kernel=config.masked_kernel,
         dtype=config.dtype,
-        backend=config.backend,
-        n_workers=config.workers,
+        backend=execution.radiomics_engine,
+        n_workers=execution.workers,
     )
 
 
 class RadiomicsStage(PerCaseStage):
     name = "radiomics"
     needs = ("preprocess",)
-    version = "1"
+    version = "2"
+
+    def unused_reason(self, config: Any) -> str | None:
+        from vent.models.registry import needed_stages
+
+        if "radiomics" in needed_stages(config.train.models):
+            return None
+        return f"no method in train.models reads radiomic sequences ({', '.join(config.train.models)})"
 
     def case_inputs(self, ctx: RunContext) -> dict[str, Any]:
         return {case: {"preprocess": fp} for case, fp in upstream_cases(ctx, "preprocess").items()}
@@ -96,26 +108,12 @@ class RadiomicsStage(PerCaseStage):
         specs = selected_feature_specs(config.features)
         feature_ids = [s.id for s in specs]
         pre = read_preprocessed_case(ctx.case_file("preprocess", case))
-        settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx)
+        settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx, ctx.config.execution)
         lung = pre.lung_mask_zyx > 0
         coords = np.argwhere(lung).astype(np.int32)
         n_voxels, n_phases = len(coords), pre.n_phases
         scales = _phase_scales(pre, lung, config)
-        attrs = {
-            "case_id": case,
-            "fingerprint": fingerprint,
-            "settings": json.dumps(
-                {
-                    **json.loads(config.model_dump_json()),
-                    "kernel_voxels": settings.kernel_voxels,
-                    "n_grey_per_phase": [s.n_grey for s in scales],
-                }
-            ),
-            "phase_order": pre.attrs.get("phase_order"),
-            "exhale_phase": pre.attrs.get("exhale_phase"),
-            "inhale_phase": pre.attrs.get("inhale_phase"),
-            **pre.grid.to_attrs(),
-        }
+        attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
         counts = EmptyKernelCounts.zeros(n_phases)
         keep = np.ones(n_voxels, dtype=bool)
         with h5py.File(out_path, "w") as handle:
@@ -140,6 +138,27 @@ class RadiomicsStage(PerCaseStage):
         if counts.total_touched:
             log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
         return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
+
+
+def _case_attrs(
+    case: str, fingerprint: str, config: Any, settings: Any, scales: list[_PhaseScale], pre: Any
+) -> dict[str, Any]:
+    """The radiomics file's attributes: case, fingerprint, settings (with kernel and grey levels), phases, grid."""
+    return {
+        "case_id": case,
+        "fingerprint": fingerprint,
+        "settings": json.dumps(
+            {
+                **json.loads(config.model_dump_json()),
+                "kernel_voxels": settings.kernel_voxels,
+                "n_grey_per_phase": [s.n_grey for s in scales],
+            }
+        ),
+        "phase_order": pre.attrs.get("phase_order"),
+        "exhale_phase": pre.attrs.get("exhale_phase"),
+        "inhale_phase": pre.attrs.get("inhale_phase"),
+        **pre.grid.to_attrs(),
+    }
 
 
 def case_feature_blocks(

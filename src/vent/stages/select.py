@@ -1,9 +1,7 @@
-"""Stage ``select``: patient folds and correlation-cluster feature selection, in both modes.
+"""Stage ``select``: correlation-cluster feature selection, in both modes, on the split stage's folds.
 
-Reads: ``radiomics/<case>.h5``. Writes:
+Reads: ``radiomics/<case>.h5`` and ``split/splits.json``. Writes:
 
-- ``select/splits.json``: the cross-validation folds (by patient, seeded, written once per fingerprint and reused by
-  every model so model comparisons are paired);
 - ``select/paper.json``: selection on all patients, as the study published it (its labels leak into test folds);
 - ``select/nested_fold<k>.json``: selection from fold k's training and validation patients only (no leakage);
 - ``select/summary.json``: which mode feeds the models and, for paper mode and each nested fold, the selected ids
@@ -13,67 +11,42 @@ Reads: ``radiomics/<case>.h5``. Writes:
   n_singletons, silhouette, selected) and ``guard`` (min_clusters, max_clusters, max_cutoff, unguarded best, changed,
   bounded_by). Top level: ``selection_rule`` (the settings that drive the choice).
 
-Config: ``select`` and ``cv``.
+Config: ``select`` (and ``cv.seed`` through the split stage's fingerprint).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
-from vent.cv import Fold, load_folds, make_patient_folds, save_folds, validate_folds
-from vent.errors import ArtifactError, ConfigError
+from vent.io import layout
 from vent.io.atomic import write_json
+from vent.models.registry import needed_stages
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
+from vent.stages.split import read_splits
 
-__all__ = ["SelectStage", "fold_selection", "load_splits"]
+__all__ = ["SelectStage"]
 
 log = logging.getLogger(__name__)
 
 
-def load_splits(run_dir: Path, case_ids: list[str]) -> list[Fold]:
-    """The folds written by the select stage, checked against the cohort (never silently re-split)."""
-    folds, _meta = load_folds(run_dir / "select" / "splits.json")
-    validate_folds(folds, case_ids)
-    return folds
-
-
-def fold_selection(run_dir: Path, mode: str, fold: int) -> list[str]:
-    """The feature ids selected for ``fold`` in ``mode`` ("nested" or "paper")."""
-    path = run_dir / "select" / ("paper.json" if mode == "paper" else f"nested_fold{fold}.json")
-    try:
-        return list(json.loads(path.read_text())["selected"])
-    except FileNotFoundError:
-        raise ArtifactError(f"selection {path} is missing; run the select stage") from None
-
-
 class SelectStage(Stage):
     name = "select"
-    sections = ("cv",)
-    needs = ("radiomics",)
-    version = "2"
+    needs = ("split", "radiomics")
+    version = "3"
+
+    def unused_reason(self, config: Any) -> str | None:
+        if "select" in needed_stages(config.train.models):
+            return None
+        return f"no method in train.models reads selected radiomic features ({', '.join(config.train.models)})"
 
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
         from vent.selection import select_features
 
         cases = sorted(upstream_cases(ctx, "radiomics"))
-        cv, settings = ctx.config.cv, ctx.config.select
-        if cv.n_folds > len(cases):
-            raise ConfigError(
-                f"cv.n_folds = {cv.n_folds} but the cohort has only {len(cases)} patients; "
-                f"lower cv.n_folds to at most {len(cases)}"
-            )
-        folds = make_patient_folds(cases, n_folds=cv.n_folds, val_fraction=cv.val_fraction, seed=cv.seed)
-        validate_folds(folds, cases)
-        out = ctx.stage_dir(self.name)
-        save_folds(
-            out / "splits.json",
-            folds,
-            {"seed": cv.seed, "n_folds": cv.n_folds, "val_fraction": cv.val_fraction, "cases": cases},
-        )
+        settings = ctx.config.select
+        folds = read_splits(ctx.run_dir, cases)
         files = {case: ctx.case_file("radiomics", case) for case in cases}
         options = dict(
             linkage=settings.linkage,
@@ -84,9 +57,9 @@ class SelectStage(Stage):
             max_cutoff=settings.max_cutoff,
             max_voxels_per_case=settings.max_voxels_per_case,
             target=settings.target,
-            seed=cv.seed,
+            seed=ctx.config.cv.seed,
         )
-        outputs: dict[str, Any] = {"splits.json": "cross-validation folds by patient"}
+        outputs: dict[str, Any] = {}
         summary: dict[str, Any] = {
             "mode": settings.mode,
             "selection_rule": {
@@ -101,14 +74,14 @@ class SelectStage(Stage):
         }
         with ctx.progress.task("select (paper + nested folds)", total=len(folds) + 1) as bar:
             paper = select_features([files[c] for c in cases], **options)
-            write_json(out / "paper.json", paper.to_dict())
+            write_json(layout.selection_file(ctx.run_dir, "paper"), paper.to_dict())
             outputs["paper.json"] = "selection on all patients (as published; leaks test labels)"
             summary["paper"] = {"selected": paper.selected, **paper.clustering_summary()}
             bar.advance(1)
             for fold in folds:
                 training = sorted(fold.train + fold.val)
                 nested = select_features([files[c] for c in training], **options)
-                write_json(out / f"nested_fold{fold.index}.json", nested.to_dict())
+                write_json(layout.selection_file(ctx.run_dir, "nested", fold.index), nested.to_dict())
                 outputs[f"nested_fold{fold.index}.json"] = f"selection from fold {fold.index}'s training patients"
                 summary["nested"][str(fold.index)] = {
                     "selected": nested.selected,
@@ -116,7 +89,7 @@ class SelectStage(Stage):
                     "training_cases": training,
                 }
                 bar.advance(1)
-        write_json(out / "summary.json", summary)
+        write_json(layout.selection_summary_file(ctx.run_dir), summary)
         outputs["summary.json"] = "selected features per mode and fold"
         guard = paper.clustering.guard
         bounded = f", guard: {' and '.join(guard['bounded_by'])}" if guard.get("changed") else ""

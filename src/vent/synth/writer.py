@@ -99,6 +99,11 @@ def write_subject(subject: SyntheticSubject, folder: Path) -> None:
     _write_text(json.dumps(marker), folder / COMPLETE_MARKER)
 
 
+def cohort_is_complete(out_dir: Path, n_cases: int) -> bool:
+    """Whether every subject 1..n_cases of a synthetic cohort has its ``.complete`` marker (written last)."""
+    return all((Path(out_dir) / subject_folder_name(i) / COMPLETE_MARKER).is_file() for i in range(1, n_cases + 1))
+
+
 def _is_complete(folder: Path, expected: dict) -> bool:
     """True if ``folder`` holds a finished subject made with ``expected``; DataError if made with other settings."""
     marker = folder / COMPLETE_MARKER

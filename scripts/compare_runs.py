@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Compare two runs' reports: are the tables and figures the same (to the byte / pixel)?
+
+Usage: python scripts/compare_runs.py NEW_RUN_DIR BASELINE_RUN_DIR   (for example two commits, same config and seed)
+
+- table2.csv, table2.md, per_patient_metrics.csv: byte-equal;
+- every *.png: pixel-equal (matplotlib.image.imread arrays; byte equality is reported too);
+- report.md: line by line; a differing line is EXPECTED only if it matches EXPECTED_MD_LINES (the provenance line
+  names the config file and the run folder, which differ between two runs), otherwise UNEXPECTED;
+- report.html: the text with the embedded images cut out must match except EXPECTED lines; the embedded images
+  are compared pixel by pixel, in order.
+
+Exit status 0 when everything is equal or an expected difference, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import html
+import io
+import re
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+
+BYTE_EQUAL = ("table2.csv", "table2.md", "per_patient_metrics.csv")
+EXPECTED_MD_LINES = {
+    r"^Versions: .*\. Config: .*\. Every number above is read from this run's artifacts in .*\.$": (
+        "provenance: names the config file and the run folder (and the library versions) of the run"
+    ),
+}
+_IMG = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return mpimg.imread(io.BytesIO(data), format="png")
+
+
+def _same_pixels(a: bytes, b: bytes) -> tuple[bool, str]:
+    x, y = _pixels(a), _pixels(b)
+    if x.shape != y.shape:
+        return False, f"shape {x.shape} vs {y.shape}"
+    diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
+    n = int(np.count_nonzero(diff.max(axis=-1) if diff.ndim == 3 else diff))
+    return n == 0, f"{n} pixels differ (max {diff.max():.3g})" if n else "pixel-equal"
+
+
+def _expected(line: str) -> str | None:
+    for pattern, why in EXPECTED_MD_LINES.items():
+        if re.match(pattern, html.unescape(line.removeprefix("<p>").removesuffix("</p>"))):
+            return why
+    return None
+
+
+def _compare_lines(name: str, old: str, new: str) -> bool:
+    """Print the differing lines, each EXPECTED (with why) or UNEXPECTED; True when all are expected."""
+    ok = True
+    a, b = old.splitlines(), new.splitlines()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        for line in [*(("-", x) for x in a[i1:i2]), *(("+", x) for x in b[j1:j2])]:
+            why = _expected(line[1])
+            ok &= why is not None
+            shown = line[1] if len(line[1]) < 300 else line[1][:300] + " ..."
+            print(f"  {name} {line[0]} {'EXPECTED (' + why + ')' if why else 'UNEXPECTED'}: {shown}")
+    return ok
+
+
+def main(new_run: Path, base_run: Path) -> int:
+    new, base = new_run / "report", base_run / "report"
+    ok = True
+    names = sorted(({p.name for p in base.iterdir()} | {p.name for p in new.iterdir()}) - {"manifest.json"})
+    for name in names:
+        if name == "manifest.json":
+            continue
+        a, b = base / name, new / name
+        if not (a.is_file() and b.is_file()):
+            print(f"MISSING  {name}: {'only in baseline' if a.is_file() else 'only in new run'}")
+            ok = False
+            continue
+        old_bytes, new_bytes = a.read_bytes(), b.read_bytes()
+        if name in BYTE_EQUAL:
+            same = old_bytes == new_bytes
+            ok &= same
+            print(f"{'EQUAL   ' if same else 'DIFFER  '} {name} (bytes)")
+            if not same:
+                _compare_lines(name, old_bytes.decode(), new_bytes.decode())
+        elif name.endswith(".png"):
+            same, detail = _same_pixels(old_bytes, new_bytes)
+            ok &= same
+            bytes_note = "equal" if old_bytes == new_bytes else "differ"
+            print(f"{'EQUAL   ' if same else 'DIFFER  '} {name} ({detail}; bytes {bytes_note})")
+        elif name == "report.md":
+            same = old_bytes == new_bytes
+            lines_ok = same or _compare_lines(name, old_bytes.decode(), new_bytes.decode())
+            ok &= lines_ok
+            print(f"{'EQUAL   ' if same else 'EXPECTED' if lines_ok else 'DIFFER  '} {name}")
+        elif name == "report.html":
+            ok &= _compare_html(old_bytes.decode(), new_bytes.decode())
+        else:
+            same = old_bytes == new_bytes
+            ok &= same
+            print(f"{'EQUAL   ' if same else 'DIFFER  '} {name} (bytes)")
+    print("RESULT:", "identical up to the expected lines" if ok else "DIFFERENCES (see above)")
+    return 0 if ok else 1
+
+
+def _compare_html(old: str, new: str) -> bool:
+    old_images, new_images = _IMG.findall(old), _IMG.findall(new)
+    ok = len(old_images) == len(new_images)
+    if not ok:
+        print(f"  report.html: {len(old_images)} embedded images in the baseline, {len(new_images)} in the new run")
+    for k, (x, y) in enumerate(zip(old_images, new_images)):
+        same, detail = _same_pixels(base64.b64decode(x), base64.b64decode(y))
+        ok &= same
+        if not same:
+            print(f"  report.html image {k}: {detail}")
+    text_old, text_new = _IMG.sub("data:image/png;base64,<IMAGE>", old), _IMG.sub("data:image/png;base64,<IMAGE>", new)
+    same_text = text_old == text_new
+    lines_ok = same_text or _compare_lines("report.html", text_old, text_new)
+    ok &= lines_ok
+    status = "EQUAL   " if same_text and ok else "EXPECTED" if ok else "DIFFER  "
+    print(f"{status} report.html (text; {len(new_images)} embedded images compared pixel by pixel)")
+    return ok
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -1,0 +1,151 @@
+"""The run folder's layout: pure functions from a run folder (and ids) to artifact paths.
+
+The only module that spells run-folder paths; stages, readers, tests and scripts ask it. Nothing here touches the
+disk. ::
+
+    <run_dir>/
+      <stage>/manifest.json                    written last by the runner (the stage's fingerprint)
+      preprocess/<case>.h5, cohort.csv         vent.io.artifacts (PreprocessedCase)
+      radiomics/<case>.h5                      vent.io.artifacts (RadiomicsCase)
+      split/splits.json                        vent.cv (seeded patient folds, written once)
+      select/paper.json, nested_fold<k>.json, summary.json
+      train/<row>/fold_<k>/                    model.pt, checkpoint.pt, result.json
+      train/predictions/<row>/<case>.h5        vent.io.predictions (the prediction contract)
+      train/runs.json, thresholds.json
+      evaluate/per_patient_metrics.csv, table2.csv, roc.h5, rows.json
+      explain/saliency.h5, importance.csv, trends.csv, summary.json
+      report/report.html, report.md, *.png, *.csv
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "stage_dir",
+    "manifest_file",
+    "hash_cache_file",
+    "excluded_file",
+    "case_file",
+    "cohort_file",
+    "splits_file",
+    "selection_file",
+    "selection_summary_file",
+    "fold_dir",
+    "model_file",
+    "checkpoint_file",
+    "fold_result_file",
+    "prediction_dir",
+    "prediction_file",
+    "prediction_map_file",
+    "runs_file",
+    "thresholds_file",
+    "evaluate_file",
+    "explain_file",
+    "report_file",
+]
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    """``<run_dir>/<stage>``: everything one stage writes."""
+    return Path(run_dir) / stage
+
+
+def manifest_file(run_dir: Path, stage: str) -> Path:
+    """The stage's manifest, written last (its presence means the stage finished)."""
+    return stage_dir(run_dir, stage) / "manifest.json"
+
+
+def hash_cache_file(run_dir: Path) -> Path:
+    """The cache of input-file hashes (by size and mtime), so unchanged inputs are not hashed again."""
+    return Path(run_dir) / ".cache" / "input_hashes.json"
+
+
+def excluded_file(run_dir: Path) -> Path:
+    """``data.exclude`` as used by the run: subject -> reason."""
+    return stage_dir(run_dir, "preprocess") / "excluded.json"
+
+
+def case_file(run_dir: Path, stage: str, case: str) -> Path:
+    """A per-case artifact ``<run_dir>/<stage>/<case>.h5`` (preprocess, radiomics)."""
+    return stage_dir(run_dir, stage) / f"{case}.h5"
+
+
+def cohort_file(run_dir: Path) -> Path:
+    """The preprocess stage's per-case summary table."""
+    return stage_dir(run_dir, "preprocess") / "cohort.csv"
+
+
+def splits_file(run_dir: Path) -> Path:
+    """The seeded patient folds every method and the selection read (``vent.cv`` format)."""
+    return stage_dir(run_dir, "split") / "splits.json"
+
+
+def selection_file(run_dir: Path, mode: str, fold: int | None = None) -> Path:
+    """A feature selection: ``paper.json`` (all patients) or ``nested_fold<k>.json`` (fold k's training patients)."""
+    if mode == "paper":
+        return stage_dir(run_dir, "select") / "paper.json"
+    if mode != "nested" or fold is None:
+        raise ValueError(f"selection mode must be 'paper', or 'nested' with a fold; got {mode!r}, fold {fold}")
+    return stage_dir(run_dir, "select") / f"nested_fold{int(fold)}.json"
+
+
+def selection_summary_file(run_dir: Path) -> Path:
+    return stage_dir(run_dir, "select") / "summary.json"
+
+
+def fold_dir(run_dir: Path, row: str, fold: int) -> Path:
+    """One method's training on one fold: ``train/<row>/fold_<k>``."""
+    return stage_dir(run_dir, "train") / row / f"fold_{int(fold)}"
+
+
+def model_file(run_dir: Path, row: str, fold: int) -> Path:
+    return fold_dir(run_dir, row, fold) / "model.pt"
+
+
+def checkpoint_file(run_dir: Path, row: str, fold: int) -> Path:
+    """The last epoch's resumable state (kept after training so a longer run can continue from it)."""
+    return fold_dir(run_dir, row, fold) / "checkpoint.pt"
+
+
+def fold_result_file(run_dir: Path, row: str, fold: int) -> Path:
+    """The fold's record (identity, threshold, history), written last: its presence means the fold finished."""
+    return fold_dir(run_dir, row, fold) / "result.json"
+
+
+def prediction_dir(run_dir: Path, row: str) -> Path:
+    return stage_dir(run_dir, "train") / "predictions" / row
+
+
+def prediction_file(run_dir: Path, row: str, case: str) -> Path:
+    """A method's held-out prediction of one patient (``vent.io.predictions``)."""
+    return prediction_dir(run_dir, row) / f"{case}.h5"
+
+
+def runs_file(run_dir: Path) -> Path:
+    """The Table 2 rows the train stage produced: row, model, selection mode."""
+    return stage_dir(run_dir, "train") / "runs.json"
+
+
+def thresholds_file(run_dir: Path) -> Path:
+    return stage_dir(run_dir, "train") / "thresholds.json"
+
+
+def evaluate_file(run_dir: Path, name: str) -> Path:
+    """An output of the evaluate stage (``per_patient_metrics.csv``, ``table2.csv``, ``roc.h5``, ``rows.json``)."""
+    return stage_dir(run_dir, "evaluate") / name
+
+
+def explain_file(run_dir: Path, name: str) -> Path:
+    """An output of the explain stage (``saliency.h5``, ``importance.csv``, ``trends.csv``, ``summary.json``)."""
+    return stage_dir(run_dir, "explain") / name
+
+
+def report_file(run_dir: Path, name: str) -> Path:
+    return stage_dir(run_dir, "report") / name
+
+
+def prediction_map_file(run_dir: Path, row: str, case: str, kind: str) -> Path:
+    """A prediction as a NIfTI volume on the case's analysis grid: ``<case>_<kind>.nii.gz`` (probability, defect,
+    continuous), for 3D Slicer / ITK-SNAP."""
+    return prediction_dir(run_dir, row) / f"{case}_{kind}.nii.gz"

@@ -1,0 +1,135 @@
+"""Stage ``evaluate``: every method scored the same way, from the prediction contract only.
+
+Reads: ``train/runs.json`` and ``train/thresholds.json`` (the rows), ``split/splits.json`` (which fold holds each
+patient out), ``train/predictions/<row>/<case>.h5`` (``vent.io.predictions``) and the ground truth of
+``preprocess/<case>.h5`` at the predicted voxels (never a method's own copy of the labels). Writes ``evaluate/``
+(``vent.io.evaluation``): per-patient metrics, Table 2 with the Wilcoxon tests against the reference method, the
+pooled ROC curves and the rows' labels, thresholds and prediction files, which the report reads.
+
+Every row must predict every patient, each from the fold that holds it out; otherwise this stage stops and names the
+row and patient. Memory: one row's held-out voxels at a time (for the pooled ROC).
+
+Config: ``train.reference_model`` and ``select.mode`` (labels); nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vent.cv import Fold
+from vent.errors import ArtifactError
+from vent.evaluation import METRICS, ground_truth_at, row_label, score_patient, table2_rows, thin_curve
+from vent.io import layout
+from vent.io.artifacts import read_preprocessed_case
+from vent.io.evaluation import EvaluatedRow, Evaluation, write_evaluation, write_roc
+from vent.io.predictions import read_prediction
+from vent.models.registry import get_spec
+from vent.runner import RunContext, StagePlan
+from vent.stages.base import Stage, upstream_cases
+from vent.stages.split import read_splits
+
+__all__ = ["EvaluateStage"]
+
+log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; run the train stage (vent run CONFIG --from train)")
+    return json.loads(path.read_text())
+
+
+def _ground_truth(run_dir: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
+    """(defect, analysed lung mask) of a case on its analysis grid."""
+    pre = read_preprocessed_case(layout.case_file(run_dir, "preprocess", case), load_ct=False)
+    return pre.defect_zyx, pre.lung_mask_zyx
+
+
+def _score_row(run_dir: Path, row: str, folds: list[Fold]) -> tuple[list[dict[str, Any]], list, list]:
+    """Per-patient metrics of one row, and its held-out (labels, probabilities) for the pooled ROC."""
+    per_patient, truths, scores = [], [], []
+    for fold in folds:
+        for case in fold.test:
+            path = layout.prediction_file(run_dir, row, case)
+            prediction = read_prediction(path)
+            if prediction.fold != fold.index:
+                raise ArtifactError(
+                    f"{path} was predicted by fold {prediction.fold}, but {case} is held out by fold {fold.index}; "
+                    "re-run the train stage (vent run CONFIG --from train --force)"
+                )
+            defect, lung = _ground_truth(run_dir, case)
+            labels = ground_truth_at(defect, lung, prediction.coords_zyx, str(path))
+            metrics = score_patient(labels, prediction.probability, prediction.threshold)
+            per_patient.append({"model": row, "case": case, "fold": fold.index, **metrics})
+            truths.append(labels)
+            scores.append(prediction.probability)
+    return per_patient, truths, scores
+
+
+def _evaluated_row(run: dict[str, Any], config: Any, thresholds: dict[str, Any], folds: list[Fold]) -> EvaluatedRow:
+    """A row's facts for the report: its label, family, thresholds and where its predictions are."""
+    spec = get_spec(run["model"])
+    return EvaluatedRow(
+        row=run["row"],
+        model=run["model"],
+        selection=run["selection"],
+        label=row_label(spec.label, run["selection"], config.select.mode),
+        family=spec.family,
+        learns=spec.learns,
+        reference=run["row"] == config.train.reference_model,
+        thresholds=thresholds.get(run["row"], []),
+        predictions={
+            case: str(layout.prediction_file(Path("."), run["row"], case)) for fold in folds for case in fold.test
+        },
+    )
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+    needs = ("train",)
+    version = "1"
+
+    def input_identity(self, ctx: RunContext) -> dict[str, Any]:
+        # the labels depend on the main selection mode; the reference decides the Wilcoxon pairs
+        return {"select.mode": ctx.config.select.mode, "reference_model": ctx.config.train.reference_model}
+
+    def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
+        from vent.metrics import pooled_roc
+
+        run_dir, config = ctx.run_dir, ctx.config
+        folds = read_splits(run_dir, sorted(upstream_cases(ctx, "preprocess")))
+        runs = _read_json(layout.runs_file(run_dir))
+        thresholds = _read_json(layout.thresholds_file(run_dir))
+        per_patient: list[dict[str, Any]] = []
+        curves = {}
+        with ctx.progress.task("evaluate (rows)", total=len(runs)) as bar:
+            for run in runs:
+                rows, truths, scores = _score_row(run_dir, run["row"], folds)
+                per_patient += rows
+                fpr, tpr, auc = pooled_roc(truths, scores)
+                curves[run["row"]] = (*thin_curve(fpr, tpr), auc, len(fpr))
+                bar.advance(1)
+        evaluation = Evaluation(
+            reference=config.train.reference_model,
+            selection_mode=config.select.mode,
+            threshold_setting=thresholds.get("setting"),
+            n_folds=len(folds),
+            rows=[_evaluated_row(run, config, thresholds.get("rows", {}), folds) for run in runs],
+            per_patient=per_patient,
+            table2=table2_rows(per_patient, config.train.reference_model, [run["row"] for run in runs]),
+        )
+        outputs = write_evaluation(run_dir, evaluation)
+        write_roc(run_dir, curves)
+        outputs["roc.h5"] = "pooled ROC curve per row"
+        for row in evaluation.table2:
+            ctx.echo(
+                f"[evaluate] {row['model']}: "
+                + ", ".join(f"{m} {row[f'{m}_mean']:.3f}" for m in METRICS[:2])
+                + f" over {row['n_patients']} patients"
+            )
+        return outputs
