@@ -14,7 +14,6 @@ Config: ``train.reference_model`` and ``select.mode`` (labels); nothing else.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from vent.io import layout
 from vent.io.artifacts import read_preprocessed_case
 from vent.io.evaluation import EvaluatedRow, Evaluation, write_evaluation, write_roc
 from vent.io.predictions import read_prediction
+from vent.io.training import read_runs, read_thresholds
 from vent.models.registry import get_spec
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
@@ -36,12 +36,6 @@ from vent.stages.split import read_splits
 __all__ = ["EvaluateStage"]
 
 log = logging.getLogger(__name__)
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing; run the train stage (vent run CONFIG --from train)")
-    return json.loads(path.read_text())
 
 
 def _ground_truth(run_dir: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +97,8 @@ class EvaluateStage(Stage):
 
         run_dir, config = ctx.run_dir, ctx.config
         folds = read_splits(run_dir, sorted(upstream_cases(ctx, "preprocess")))
-        runs = _read_json(layout.runs_file(run_dir))
-        thresholds = _read_json(layout.thresholds_file(run_dir))
+        runs = read_runs(run_dir)
+        thresholds = read_thresholds(run_dir)
         per_patient: list[dict[str, Any]] = []
         curves = {}
         with ctx.progress.task("evaluate (rows)", total=len(runs)) as bar:

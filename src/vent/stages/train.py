@@ -19,7 +19,6 @@ Config: ``train`` (and ``select.mode``, ``preprocess.ground_truth.fraction`` for
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
@@ -28,8 +27,8 @@ from typing import Any
 
 from vent.cv import Fold
 from vent.io import layout
-from vent.io.atomic import write_json
 from vent.io.predictions import write_prediction
+from vent.io.training import read_fold_result, write_fold_result, write_runs, write_thresholds
 from vent.models.registry import get_spec, needed_stages
 from vent.runner import RunContext, StagePlan, diff_keys, fingerprint_of
 from vent.stages.base import Stage, upstream_cases
@@ -156,7 +155,7 @@ class TrainStage(Stage):
         states = []
         for run in training_runs(ctx.config):
             for fold in folds:
-                previous = _read_result(layout.fold_result_file(ctx.run_dir, run.row, fold.index))
+                previous = read_fold_result(ctx.run_dir, run.row, fold.index)
                 state, reason = _fold_state(previous, self.fold_identity(ctx, run, fold), ctx.config.train)
                 states.append(FoldState(run.row, fold.index, state, reason))
         return states
@@ -183,8 +182,8 @@ class TrainStage(Stage):
                         thresholds.setdefault(run.row, []).append({"fold": fold.index, **result["threshold"]})
                     outputs[f"{run.row}/fold_{fold.index}/result.json"] = result["stamp"]
                     bar.advance(1)
-        write_json(layout.thresholds_file(ctx.run_dir), {"setting": ctx.config.train.threshold, "rows": thresholds})
-        write_json(layout.runs_file(ctx.run_dir), [asdict(run) for run in runs])
+        write_thresholds(ctx.run_dir, ctx.config.train.threshold, thresholds)
+        write_runs(ctx.run_dir, [asdict(run) for run in runs])
         outputs["thresholds.json"] = "per row and fold: the binary threshold, its rule and the validation figures"
         outputs["runs.json"] = "the rows: method, selection mode"
         return outputs
@@ -194,16 +193,15 @@ class TrainStage(Stage):
         from vent.models.jobs import FoldJob
 
         config = ctx.config.train
-        result_path = layout.fold_result_file(ctx.run_dir, run.row, fold.index)
         identity = self.fold_identity(ctx, run, fold)
-        previous = _read_result(result_path)
+        previous = read_fold_result(ctx.run_dir, run.row, fold.index)
         state, reason = _fold_state(previous, identity, config)
         if state == "current" and _predictions_exist(ctx.run_dir, run.row, fold):
             ctx.echo(f"[train] {run.row} fold {fold.index}: kept ({reason})")
             return previous
         if state not in ("resume", "current"):
             shutil.rmtree(layout.fold_dir(ctx.run_dir, run.row, fold.index), ignore_errors=True)
-        result_path.unlink(missing_ok=True)
+        layout.fold_result_file(ctx.run_dir, run.row, fold.index).unlink(missing_ok=True)
         layout.fold_dir(ctx.run_dir, run.row, fold.index).mkdir(parents=True, exist_ok=True)
         job = FoldJob(ctx.run_dir, run.row, run.model, run.selection, fold, config, ctx.config.execution,
                       ctx.config.preprocess.ground_truth)
@@ -219,16 +217,9 @@ class TrainStage(Stage):
             "test": list(fold.test),
             **outcome.record,
         }
-        write_json(result_path, result)
+        write_fold_result(ctx.run_dir, run.row, fold.index, result)
         ctx.echo(f"[train] {run.row} fold {fold.index}: {outcome.summary}")
         return result
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _predictions_exist(run_dir: Path, row: str, fold: Fold) -> bool:
