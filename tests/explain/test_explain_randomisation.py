@@ -44,7 +44,7 @@ def test_randomisation_subset():
 
 def test_cuda_without_cuda_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    expected = r"execution\.device = 'cuda'.*set execution\.device to 'auto'.*'cpu'"
+    expected = r"execution\.device is 'cuda'.*set execution\.device to 'auto'.*'cpu'"
     with pytest.raises(ConfigError, match=expected) as error:
         resolve_explain_device("cuda")
     assert "train.device" not in str(error.value)  # the key moved to the execution section

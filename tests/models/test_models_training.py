@@ -153,11 +153,11 @@ def test_interrupted_fit_resumes_to_the_same_weights(make_separable_cases, tmp_p
         fit(resumed, train, val, weighted, checkpoint_path=checkpoint)
 
 
-def test_an_unavailable_cuda_device_is_an_error_naming_train_device(monkeypatch) -> None:
+def test_an_unavailable_cuda_device_is_an_error_naming_execution_device(monkeypatch) -> None:
     from vent.models.training import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="train.device is 'cuda'.*'auto'"):
+    with pytest.raises(ConfigError, match=r"execution\.device is 'cuda'.*'auto'"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")  # 'auto' resolves, and fit records the device used
 

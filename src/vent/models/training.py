@@ -137,17 +137,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     """
     if device == "auto":
         chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        logger.info("train.device 'auto' resolved to %s", chosen)
+        logger.info("execution.device 'auto' resolved to %s", chosen)
         return chosen
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
-            f"train.device is {device!r} but CUDA is not available on this machine; set train.device to 'auto' "
+            f"execution.device is {device!r} but CUDA is not available on this machine; set execution.device to 'auto' "
             "(CUDA when present, else CPU; the device used is recorded) or 'cpu'"
         )
     target = torch.device(device)
     if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
         raise ConfigError(
-            f"train.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist; use 'cuda:0'"
+            f"execution.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist; use 'cuda:0'"
         )
     return target
 

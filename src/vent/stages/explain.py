@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from vent.errors import ConfigError
 from vent.io import layout
 from vent.io.artifacts import open_radiomics_case
 from vent.io.atomic import write_json, write_text
@@ -74,19 +73,14 @@ class _FoldInputs:
 def resolve_explain_device(setting: str) -> str:
     """The torch device for ``execution.device``: "auto" = CUDA if available, else CPU; never a silent fallback.
 
+    The same resolution as training (``vent.models.training.resolve_device``), as a string for captum and torch.
+
     Raises:
         ConfigError: ``cuda`` was asked for but CUDA is not available.
     """
-    import torch
+    from vent.models.training import resolve_device
 
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"execution.device = {setting!r} but CUDA is not available on this machine, so explain cannot run there; "
-            "set execution.device to 'auto' (CUDA when present, else CPU) or 'cpu'."
-        )
-    return setting
+    return str(resolve_device(setting))
 
 
 def edge_input_ids(channels: list[str]) -> list[str]:
