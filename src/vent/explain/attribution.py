@@ -65,7 +65,7 @@ def integrated_gradients(
     if n_steps < 1:
         raise ConfigError(f"explain.n_steps must be >= 1; got {n_steps}.")
     if internal_batch_size is not None and internal_batch_size < 1:
-        raise ConfigError(f"explain.internal_batch_size must be >= 1 or null; got {internal_batch_size}.")
+        raise ConfigError(f"execution.explain_batch_size must be >= 1; got {internal_batch_size}.")
     if internal_batch_size is not None and internal_batch_size < x.shape[0]:
         # captum splits along the integration steps, so a chunk holds at least one row per sample.
         internal_batch_size = x.shape[0]
