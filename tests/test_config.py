@@ -40,7 +40,7 @@ def test_study_settings_in_pet_and_spect():
         assert config.cv.n_folds == 5
         assert config.train.models["lstm"]["hidden"] == [128, 64, 32, 16, 8]
         assert config.train.model_params("lstm").hidden == [128, 64, 32, 16, 8]
-        assert list(config.train.models) == ["lstm", "bilstm", "transformer", "lstm_raw", "densest_inhale"]
+        assert list(config.train.models) == ["lstm", "bilstm", "transformer", "lstm_raw", "rf", "densest_inhale"]
         assert config.train.reference_model == "lstm"
         assert config.train.lr == pytest.approx(1e-4)
         assert config.train.clip_grad_norm == 1.0

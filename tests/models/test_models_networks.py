@@ -24,10 +24,10 @@ def _n_inputs(name: str) -> int:
 
 
 def test_registry_names_and_input_kinds() -> None:
-    assert MODEL_NAMES == ("lstm", "bilstm", "transformer", "lstm_raw", "densest_inhale")
-    assert [model_input_kind(n) for n in MODEL_NAMES] == ["radiomics", "radiomics", "radiomics", "raw", "ct"]
+    assert MODEL_NAMES == ("lstm", "bilstm", "transformer", "lstm_raw", "rf", "densest_inhale")
+    assert [model_input_kind(n) for n in MODEL_NAMES] == ["radiomics", "radiomics", "radiomics", "raw", "ct", "ct"]
     assert NETWORKS == ("lstm", "bilstm", "transformer", "lstm_raw")
-    assert [get_spec(n).learns for n in MODEL_NAMES] == [True, True, True, True, False]
+    assert [get_spec(n).learns for n in MODEL_NAMES] == [True, True, True, True, True, False]
 
 
 def test_a_method_without_a_network_cannot_be_built() -> None:

@@ -9,7 +9,7 @@ disk. ::
       radiomics/<case>.h5                      vent.io.artifacts (RadiomicsCase)
       split/splits.json                        vent.cv (seeded patient folds, written once)
       select/paper.json, nested_fold<k>.json, summary.json
-      train/<row>/fold_<k>/                    model.pt, checkpoint.pt, result.json
+      train/<row>/fold_<k>/                    model.pt, checkpoint.pt (networks), forest.joblib, result.json
       train/predictions/<row>/<case>.h5        vent.io.predictions (the prediction contract)
       train/runs.json, thresholds.json
       evaluate/per_patient_metrics.csv, table2.csv, roc.h5, rows.json
@@ -34,6 +34,7 @@ __all__ = [
     "fold_dir",
     "model_file",
     "checkpoint_file",
+    "forest_file",
     "fold_result_file",
     "prediction_dir",
     "prediction_file",
@@ -106,6 +107,11 @@ def model_file(run_dir: Path, row: str, fold: int) -> Path:
 def checkpoint_file(run_dir: Path, row: str, fold: int) -> Path:
     """The last epoch's resumable state (kept after training so a longer run can continue from it)."""
     return fold_dir(run_dir, row, fold) / "checkpoint.pt"
+
+
+def forest_file(run_dir: Path, row: str, fold: int) -> Path:
+    """A fitted scikit-learn forest (joblib, compressed)."""
+    return fold_dir(run_dir, row, fold) / "forest.joblib"
 
 
 def fold_result_file(run_dir: Path, row: str, fold: int) -> Path:

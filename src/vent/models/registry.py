@@ -47,6 +47,7 @@ __all__ = [
     "parse_models",
     "LSTMParams",
     "TransformerParams",
+    "ForestParams",
     "NoParams",
 ]
 
@@ -94,6 +95,17 @@ class TransformerParams(_Params):
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
+
+
+class ForestParams(_Params):
+    """Random forest (study section 4.6): 100 trees, Gini, bootstrap; depth, leaf size and features per split by a
+    random search with patient-grouped inner CV on the training patients (``vent.models.forest``)."""
+
+    n_estimators: int = Field(100, ge=1, description="Trees (the study: 100).")
+    n_iter: int = Field(10, ge=1, description="Random-search draws.")
+    inner_folds: int = Field(3, ge=2, description="Patient-grouped inner CV folds (fewer if fewer patients).")
+    max_voxels_per_case: int = Field(5000, ge=10, description="Stratified training voxels per patient.")
+    seed: int = 0
 
 
 _FAMILY_NEEDS: dict[str, tuple[str, ...]] = {
@@ -213,6 +225,14 @@ REGISTRY: tuple[ModelSpec, ...] = (
         builder="vent.models.networks:build_lstm",
         trainer="vent.models.sequence:train_sequence_fold",
         explainable=True,
+    ),
+    ModelSpec(
+        name="rf",
+        label="Random forest on raw 4DCT",
+        family="tabular",
+        input_kind="ct",
+        params=ForestParams,
+        trainer="vent.models.forest:train_forest_fold",
     ),
     ModelSpec(
         name="densest_inhale",
