@@ -231,3 +231,16 @@ def test_a_predicted_voxel_outside_the_lung_mask_is_refused(inputs):
         inputs.evaluate()
     assert str(path) in str(error.value)
     assert "1 predicted voxel(s) lie outside the analysed lung mask" in str(error.value)
+
+
+def test_trainer_warnings_reach_the_rows(tmp_path) -> None:
+    """A warning a trainer recorded in a fold's result.json is carried to the report's row (never silent)."""
+    from vent.cv import Fold
+    from vent.io.training import write_fold_result
+    from vent.stages.evaluate import _trainer_warnings
+
+    folds = [Fold(0, ["a"], ["b"], ["c"]), Fold(1, ["c"], ["b"], ["a"])]
+    write_fold_result(tmp_path, "rf", 0, {"warnings": ["random search skipped"]})
+    write_fold_result(tmp_path, "rf", 1, {"warnings": []})
+    assert _trainer_warnings(tmp_path, "rf", folds) == ["fold 0: random search skipped"]
+    assert _trainer_warnings(tmp_path, "lstm", folds) == []

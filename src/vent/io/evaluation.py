@@ -3,7 +3,8 @@
 ``evaluate/``::
 
     rows.json                the rows of Table 2: row, model, selection, label, family, learns, reference,
-                             thresholds (per fold), predictions (case -> path relative to the run folder); plus
+                             thresholds (per fold), predictions (case -> path relative to the run folder),
+                             warnings (the trainers' recorded warnings, "fold k: ..."); plus
                              reference, selection_mode, threshold_setting, n_folds
     per_patient_metrics.csv  model (the row), case, fold, dice, auc, sensitivity, accuracy (full precision)
     table2.csv               model, n_patients and per metric _mean, _min, _max, _p (full precision)
@@ -45,6 +46,7 @@ class EvaluatedRow:
     reference: bool
     thresholds: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from vent.io import layout
 from vent.io.artifacts import read_preprocessed_case
 from vent.io.evaluation import EvaluatedRow, Evaluation, write_evaluation, write_roc
 from vent.io.predictions import read_prediction
-from vent.io.training import read_runs, read_thresholds
+from vent.io.training import read_fold_result, read_runs, read_thresholds
 from vent.models.registry import get_spec
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage, upstream_cases
@@ -65,7 +65,9 @@ def _score_row(run_dir: Path, row: str, folds: list[Fold]) -> tuple[list[dict[st
     return per_patient, truths, scores
 
 
-def _evaluated_row(run: dict[str, Any], config: Any, thresholds: dict[str, Any], folds: list[Fold]) -> EvaluatedRow:
+def _evaluated_row(
+    run_dir: Path, run: dict[str, Any], config: Any, thresholds: dict[str, Any], folds: list[Fold]
+) -> EvaluatedRow:
     """A row's facts for the report: its label, family, thresholds and where its predictions are."""
     spec = get_spec(run["model"])
     return EvaluatedRow(
@@ -80,13 +82,23 @@ def _evaluated_row(run: dict[str, Any], config: Any, thresholds: dict[str, Any],
         predictions={
             case: str(layout.prediction_file(Path("."), run["row"], case)) for fold in folds for case in fold.test
         },
+        warnings=_trainer_warnings(run_dir, run["row"], folds),
     )
+
+
+def _trainer_warnings(run_dir: Path, row: str, folds: list[Fold]) -> list[str]:
+    """The warnings a row's trainer recorded per fold (``result.json``), for the report."""
+    warnings = []
+    for fold in folds:
+        record = read_fold_result(run_dir, row, fold.index) or {}
+        warnings += [f"fold {fold.index}: {message}" for message in record.get("warnings", [])]
+    return warnings
 
 
 class EvaluateStage(Stage):
     name = "evaluate"
     needs = ("train",)
-    version = "1"
+    version = "2"
 
     def input_identity(self, ctx: RunContext) -> dict[str, Any]:
         # the labels depend on the main selection mode; the reference decides the Wilcoxon pairs
@@ -113,7 +125,7 @@ class EvaluateStage(Stage):
             selection_mode=config.select.mode,
             threshold_setting=thresholds.get("setting"),
             n_folds=len(folds),
-            rows=[_evaluated_row(run, config, thresholds.get("rows", {}), folds) for run in runs],
+            rows=[_evaluated_row(run_dir, run, config, thresholds.get("rows", {}), folds) for run in runs],
             per_patient=per_patient,
             table2=table2_rows(per_patient, config.train.reference_model, [run["row"] for run in runs]),
         )

@@ -264,6 +264,10 @@ def _table2_section(report: _Report) -> None:
         f"p < {alpha:g}. {selection}" + threshold_note(evaluation)
     )
     doc.table(table2_table(evaluation.table2, evaluation.reference, alpha, evaluation.labels()))
+    warnings = [f"{row.label}, {message}" for row in evaluation.rows for message in row.warnings]
+    if warnings:
+        doc.paragraph("Warnings recorded while training these rows:")
+        doc.bullets(warnings)
     n_patients = min((r["n_patients"] for r in evaluation.table2), default=0)
     if len(evaluation.table2) > 1 and n_patients and 2.0 / 2**n_patients >= alpha:
         doc.paragraph(
