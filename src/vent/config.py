@@ -297,7 +297,9 @@ class ExecutionConfig(_Section):
     """Where and how fast the work runs; never what it computes. No fingerprint reads this section, so changing it
     re-runs nothing (the values used are recorded in the manifests' provenance)."""
 
-    workers: int | None = Field(None, ge=1, description="CPU threads for radiomic filtering; null = all cores.")
+    workers: int | None = Field(
+        None, ge=1, description="CPU threads for radiomic filtering and the random forest; null = all cores."
+    )
     radiomics_engine: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Radiomics engine: 'auto' = torch on CUDA when present, else numba (equal values)."
     )

@@ -228,3 +228,33 @@ def test_status_after_a_cv_change_shows_the_folds_that_will_retrain(tiny_run, tm
     kept = {(row, f) for row in ROWS for f in (0, 1) if f"[train] {row} fold {f}: kept (identity unchanged)" in
             messages}
     assert {key for key, (state, _) in shown.items() if state == "current"} == kept
+
+
+def test_a_forest_fold_ignores_the_networks_settings(tmp_path) -> None:
+    """rf's identity holds only train.seed of the train section: lr, batch size or epochs never retrain it, while
+    they do change a network's identity or length."""
+    from vent.config import config_from_dict
+    from vent.cv import Fold
+    from vent.runner import RunContext
+    from vent.stages.train import TrainingRun, TrainStage, _fold_state
+
+    def identity(run: TrainingRun, **train) -> tuple[dict, object]:
+        base = {"models": ["lstm", "rf"], "reference_model": "lstm", **train}
+        config = config_from_dict({"run_dir": "r", "data": {"root": "d"}, "train": base}, tmp_path)
+        ctx = RunContext(config=config, fingerprints={"split": "s", "preprocess": "p", "radiomics": "r", "select": "x"})
+        return TrainStage().fold_identity(ctx, run, Fold(0, ["a"], ["b"], ["c"])), config.train
+
+    forest, network = TrainingRun("rf", "rf", "none"), TrainingRun("lstm", "lstm", "nested")
+    saved, config = identity(forest)
+    assert saved["train"] == {"seed": 0} and saved["epochs"] is False
+    previous = {"identity": saved, "length": {"max_epochs": config.max_epochs, "patience": config.patience},
+                "threshold_setting": config.threshold}
+    for change in ({"lr": 0.01}, {"batch_size": 64}, {"max_epochs": 3}, {"patience": 50}):
+        now, changed = identity(forest, **change)
+        assert _fold_state(previous, now, changed) == ("current", "identity unchanged"), change
+    now, changed = identity(forest, seed=1)
+    assert _fold_state(previous, now, changed)[0] == "stale"
+    now, changed = identity(forest, threshold=0.4)
+    assert _fold_state(previous, now, changed) == ("resume", "trains again (no checkpoint to resume): threshold "
+                                                   "'val_defect_fraction' -> 0.4")
+    assert identity(network)[0]["train"] != identity(network, lr=0.01)[0]["train"]

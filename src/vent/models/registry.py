@@ -131,6 +131,8 @@ class ModelSpec:
         explainable: Whether the explain stage (temporal saliency) can explain it.
         learns: Whether it is trained (False: a rule or registration method, scored on every fold's test patients).
         default: Whether ``train.models`` includes it when the config does not set the key.
+        train_settings: The ``train`` keys its result depends on (a fold's identity holds only these); None = all
+            of them (the networks' optimiser, batches and early stopping).
     """
 
     name: str
@@ -143,6 +145,12 @@ class ModelSpec:
     explainable: bool = False
     learns: bool = True
     default: bool = True
+    train_settings: tuple[str, ...] | None = None
+
+    @property
+    def trains_by_epochs(self) -> bool:
+        """A network trained epoch by epoch, whose checkpoint can resume a longer training."""
+        return self.learns and self.builder is not None
 
     def needs(self) -> tuple[str, ...]:
         """The stages whose artifacts this method reads."""
@@ -233,6 +241,7 @@ REGISTRY: tuple[ModelSpec, ...] = (
         input_kind="ct",
         params=ForestParams,
         trainer="vent.models.forest:train_forest_fold",
+        train_settings=("seed",),  # its own parameters hold the rest; no epochs, optimiser or batches
     ),
     ModelSpec(
         name="densest_inhale",

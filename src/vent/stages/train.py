@@ -10,9 +10,12 @@ Writes, per row (a method, or ``<model>@<mode>`` for the selection-mode comparis
 - ``train/predictions/<row>/<case>.h5``: the prediction contract (``vent.io.predictions``) of each test patient;
 - ``train/runs.json`` (the rows) and ``train/thresholds.json`` (per row and fold, the binary threshold).
 
-A fold is kept when its identity, length and threshold setting are unchanged; it resumes from its checkpoint when only
-``max_epochs`` or ``patience`` grew or only ``train.threshold`` changed; otherwise it is trained again. Adding a
-method trains only that method. ``vent status`` shows each fold's state and why (:meth:`TrainStage.fold_states`).
+A fold is kept when its identity, length and threshold setting are unchanged; a network resumes from its checkpoint
+when only ``max_epochs`` or ``patience`` grew or only ``train.threshold`` changed; otherwise it is trained again. A
+learned method without epochs (the forest) holds only the ``train`` keys its registry entry names
+(``ModelSpec.train_settings``), ignores the training length, and trains again when ``train.threshold`` changes.
+Adding a method trains only that method.
+``vent status`` shows each fold's state and why (:meth:`TrainStage.fold_states`).
 
 Config: ``train`` (and ``select.mode``, ``preprocess.ground_truth.fraction`` for rules, ``execution`` for the device).
 """
@@ -101,18 +104,19 @@ def _fold_state(previous: dict[str, Any] | None, identity: dict[str, Any], confi
         return "never run", "never run"
     if previous.get("identity") != identity:
         return "stale", _describe_change(previous.get("identity", {}), identity)
-    old, new = previous.get("length", {}), _length(config)
-    shrunk = [f"{k} {old.get(k)} -> {new[k]}" for k in new if old.get(k) is not None and new[k] < old[k]]
-    if shrunk and identity.get("learns"):
-        return "stale", "trained further than now allowed: " + ", ".join(shrunk)
-    grown = [f"{k} {old.get(k)} -> {new[k]}" for k in new if old.get(k) != new[k]]
-    threshold = previous.get("threshold_setting") != config.threshold
-    if identity.get("learns") and (grown or threshold):
-        if threshold:
-            grown.append(f"threshold {previous.get('threshold_setting')!r} -> {config.threshold!r}")
-        what = grown
-        return "resume", "resumes from its checkpoint: " + ", ".join(what)
-    return "current", "identity unchanged"
+    changed = []
+    if identity.get("epochs"):  # only a network's result depends on the training length
+        old, new = previous.get("length", {}), _length(config)
+        shrunk = [f"{k} {old.get(k)} -> {new[k]}" for k in new if old.get(k) is not None and new[k] < old[k]]
+        if shrunk:
+            return "stale", "trained further than now allowed: " + ", ".join(shrunk)
+        changed = [f"{k} {old.get(k)} -> {new[k]}" for k in new if old.get(k) != new[k]]
+    if identity.get("learns") and previous.get("threshold_setting") != config.threshold:
+        changed.append(f"threshold {previous.get('threshold_setting')!r} -> {config.threshold!r}")
+    if not changed:
+        return "current", "identity unchanged"
+    how = "resumes from its checkpoint" if identity.get("epochs") else "trains again (no checkpoint to resume)"
+    return "resume", f"{how}: " + ", ".join(changed)
 
 
 class TrainStage(Stage):
@@ -137,14 +141,18 @@ class TrainStage(Stage):
             "version": self.version,
             **asdict(run),
             "learns": spec.learns,
+            "epochs": spec.trains_by_epochs,
             "params": config.models[run.model],
             "fold": asdict(fold),
             # split too: a new split changes the fold (and status must say so before the split stage re-runs)
             "upstream": {need: ctx.fingerprints.get(need) for need in dict.fromkeys(("split", *spec.needs()))},
         }
         if spec.learns:
+            keys = spec.train_settings
             settings = config.model_dump(mode="json")
-            identity["train"] = {k: v for k, v in settings.items() if k not in NOT_IN_FOLD_IDENTITY}
+            identity["train"] = {
+                k: v for k, v in settings.items() if k not in NOT_IN_FOLD_IDENTITY and (keys is None or k in keys)
+            }
         else:
             identity["defect_fraction"] = ctx.config.preprocess.ground_truth.fraction
         return identity
