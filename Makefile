@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # build of torch into the venv first (see README, "GPU workstation"); this pin is then skipped if torch is present.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean-demo
+.PHONY: install demo demo-full test test-fast clean-demo
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/vent run configs/demo.yaml
 
+demo-full: install
+	$(BIN)/vent run configs/demo_full.yaml
+
 test: install
 	$(BIN)/python -m pytest -q
 
@@ -27,4 +30,4 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean-demo:
-	rm -rf runs/demo data/synthetic_demo
+	rm -rf runs/demo runs/demo_full data/synthetic_demo

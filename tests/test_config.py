@@ -6,6 +6,7 @@ import pytest
 
 from vent.config import load_config
 from vent.errors import ConfigError
+from vent.models.registry import MODEL_NAMES
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -40,7 +41,12 @@ def test_study_settings_in_pet_and_spect():
         assert config.cv.n_folds == 5
         assert config.train.models["lstm"]["hidden"] == [128, 64, 32, 16, 8]
         assert config.train.model_params("lstm").hidden == [128, 64, 32, 16, 8]
-        assert list(config.train.models) == ["lstm", "bilstm", "transformer", "lstm_raw", "rf", "densest_inhale"]
+        # every row of the study's Table 2, CT ventilation and the RefVI regression (every registry entry)
+        assert list(config.train.models) == [
+            "lstm", "bilstm", "transformer", "lstm_raw", "rf", "unet", "unetpp", "resunet", "lstm_regress", "ctvi_jac",
+            "ctvi_hu", "densest_inhale",
+        ]
+        assert set(config.train.models) == set(MODEL_NAMES)
         assert config.train.reference_model == "lstm"
         assert config.train.lr == pytest.approx(1e-4)
         assert config.train.clip_grad_norm == 1.0

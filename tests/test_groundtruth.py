@@ -57,3 +57,21 @@ def test_derive_defects_errors():
     bad[1, 1, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
         derive_defects(bad, np.ones((3, 3, 3)), case_id="S1")
+
+
+@pytest.mark.parametrize("method", ["volume", "cumulative"])
+def test_a_ventilation_estimate_is_called_by_the_ground_truth_definition(method) -> None:
+    """The lowest fraction of an estimate (after the same outlier clip) is its defect call, as derive_defects calls
+    the RefVI's; the score falls with ventilation and score >= threshold reproduces the call, ties included."""
+    from vent.groundtruth import call_low_ventilation
+
+    rng = np.random.default_rng(3)
+    ventilation = np.round(rng.gamma(2.0, 1.0, 4000), 2)  # many ties
+    ventilation[:5] = 80.0  # outliers, clipped as the ground truth clips the RefVI
+    score, threshold = call_low_ventilation(ventilation, fraction=0.3, method=method)
+    mask = np.ones((1, 1, len(ventilation)), np.uint8)
+    truth = derive_defects(ventilation[None, None, :], mask, fraction=0.3, method=method).defect_zyx.ravel()
+    np.testing.assert_array_equal(score >= threshold, truth.astype(bool))
+    order = np.argsort(ventilation)
+    assert np.all(np.diff(score[order]) <= 0)
+    assert score.dtype == np.float32 and 0.0 <= score.min() and score.max() == 1.0

@@ -185,3 +185,24 @@ def test_a_fixed_half_threshold_under_calls_and_the_fraction_rule_does_not() -> 
     chosen = choose_threshold("val_defect_fraction", [labels], [scores]).threshold
     matched = patient_metrics(labels, scores, threshold=chosen)
     assert fixed["sensitivity"] < 0.2 and matched["sensitivity"] > 0.9
+
+
+def test_vampire_metrics_equal_scipy_spearman_and_dice_of_the_quantile_regions() -> None:
+    from scipy import stats as scipy_stats
+
+    from vent.metrics import vampire_metrics
+
+    rng = np.random.default_rng(7)
+    refvi = rng.gamma(2.0, 1.0, 1000)
+    estimate = refvi + rng.normal(0, 1.0, 1000)
+    values = vampire_metrics(estimate, refvi, 0.3)
+    assert values["r_s"] == pytest.approx(scipy_stats.spearmanr(estimate, refvi).statistic, rel=1e-12)
+    low = lambda v: v <= np.sort(v)[299]  # noqa: E731  the 300 lowest of 1000 distinct values
+    high = lambda v: v >= np.sort(v)[700]  # noqa: E731
+    for name, region in (("dsc_low", low), ("dsc_high", high)):
+        a, b = region(refvi), region(estimate)
+        assert a.sum() == b.sum() == 300
+        assert values[name] == pytest.approx(2 * (a & b).sum() / 600, abs=1e-12)
+    perfect = vampire_metrics(refvi * 3 + 1, refvi, 0.3)
+    assert perfect == {"r_s": pytest.approx(1.0), "dsc_low": 1.0, "dsc_high": 1.0}
+    assert math.isnan(vampire_metrics(np.ones(1000), refvi, 0.3)["r_s"])

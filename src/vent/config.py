@@ -306,7 +306,11 @@ class ExecutionConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' = CUDA if available, else CPU (the device used is recorded); 'cuda' must exist."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; null = torch's default.")
+    threads: int | None = Field(
+        None, ge=1,
+        description="CPU threads for torch and for elastix registration (CT ventilation); null = the libraries' "
+        "defaults (all cores).",
+    )
     explain_batch_size: int = Field(4096, ge=1, description="Most (voxel x IG step) rows per forward pass.")
 
 
@@ -335,6 +339,16 @@ def _default_models() -> dict[str, dict[str, Any]]:
     return {name: params.model_dump() for name, params in parse_models(list(DEFAULT_MODELS)).items()}
 
 
+class EvaluateConfig(_Section):
+    """Scoring: Table 2 (study section 4.7) and the VAMPIRE challenge's metrics of continuous estimates."""
+
+    vampire_fraction: float | None = Field(
+        None, gt=0.0, lt=0.5,
+        description="DSC_low / DSC_high: the lowest / highest fraction of lung voxels by volume of the estimate and "
+        "of the RefVI; null = preprocess.ground_truth.fraction.",
+    )
+
+
 class ReportConfig(_Section):
     """Tables and figures."""
 
@@ -352,6 +366,7 @@ class RunConfig(_Mutable):
     select: SelectConfig = Field(default_factory=SelectConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

@@ -17,7 +17,14 @@ from scipy import ndimage
 
 from vent.errors import DataError
 
-__all__ = ["OutlierClip", "iterative_outlier_clip", "defect_threshold", "derive_defects", "DefectResult"]
+__all__ = [
+    "OutlierClip",
+    "iterative_outlier_clip",
+    "defect_threshold",
+    "derive_defects",
+    "DefectResult",
+    "call_low_ventilation",
+]
 
 
 @dataclass(frozen=True)
@@ -133,3 +140,37 @@ def derive_defects(
     defect = np.zeros(mask.shape, dtype=np.uint8)
     defect[mask] = (clipped <= threshold).astype(np.uint8)
     return DefectResult(defect_zyx=defect, threshold=threshold, clip=clip, defect_fraction=float(defect[mask].mean()))
+
+
+def call_low_ventilation(
+    ventilation: np.ndarray, *, fraction: float, method: str, n_sd: float = 4.0, tolerance: float = 0.01,
+    max_iterations: int = 100,
+) -> tuple[np.ndarray, float]:
+    """The binary defect call of a continuous ventilation estimate by the ground truth's own definition.
+
+    The estimate (one value per analysed lung voxel, high = ventilated: a CT-ventilation map, a regressed RefVI) is
+    clipped and thresholded exactly as :func:`derive_defects` treats the RefVI, so the prediction calls the same
+    share of the lung as the ground truth. For the AUC and the prediction contract it becomes a defect score in
+    [0, 1] that falls with ventilation:
+
+        score_i = 1 - (rank_min(v_i) - 1) / (n - 1),   defect_i  <=>  score_i >= threshold,
+
+    with ties sharing a score. Since the defect set is the voxels with the lowest values, ``threshold`` is the lowest
+    score among them (taken on the stored float32 values, so a file read back calls the same voxels).
+
+    Returns:
+        (score float32 (n,), threshold).
+    """
+    from scipy import stats
+
+    values = np.asarray(ventilation, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DataError("the ventilation estimate holds NaN or infinite values inside the lung")
+    n = len(values)
+    if n < 2 or np.ptp(values) == 0:
+        return np.ones(n, dtype=np.float32), 0.0
+    clip = iterative_outlier_clip(values, n_sd=n_sd, tolerance=tolerance, max_iterations=max_iterations)
+    clipped = np.clip(values, clip.lower, clip.upper)
+    defect = clipped <= defect_threshold(clipped, fraction, method)
+    score = (1.0 - (stats.rankdata(values, method="min") - 1) / (n - 1)).astype(np.float32)
+    return score, float(score[defect].min())

@@ -26,6 +26,8 @@ from vent.errors import DataError
 logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("dice", "auc", "sensitivity", "accuracy")
+VAMPIRE_METRIC_NAMES = ("r_s", "dsc_low", "dsc_high")
+"""The VAMPIRE challenge's metrics of a continuous ventilation estimate (Kipritidis et al. 2019)."""
 
 
 def _as_binary(values: np.ndarray | Sequence, name: str) -> np.ndarray:
@@ -302,6 +304,38 @@ def choose_threshold(
         "mean_dice": float(np.nanmean(dices)) if not np.isnan(dices).all() else math.nan,
     }
     return ThresholdChoice(threshold=threshold, rule="fixed" if not isinstance(rule, str) else rule, figures=figures)
+
+
+def function_regions(values: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) function regions of a ventilation map by volume: the voxels at or below its ``fraction``
+    quantile, and those at or above its ``1 - fraction`` quantile (linear interpolation)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values <= np.quantile(values, fraction), values >= np.quantile(values, 1.0 - fraction)
+
+
+def vampire_metrics(estimate: np.ndarray, refvi: np.ndarray, fraction: float) -> dict[str, float]:
+    """The VAMPIRE challenge's agreement of a continuous ventilation estimate with the RefVI over the lung voxels.
+
+    - r_s: Spearman's rank correlation (Pearson correlation of the tie-averaged ranks; ``scipy.stats.spearmanr``),
+      NaN when either map is constant;
+    - DSC_low: Dice of the low-function regions (lowest ``fraction`` by volume) of the two maps;
+    - DSC_high: Dice of the high-function regions (highest ``fraction`` by volume).
+
+    Args:
+        estimate: (n,) the method's ventilation estimate, high = ventilated.
+        refvi: (n,) the reference ventilation at the same voxels.
+        fraction: Share of the lung in each region (the challenge and the study: 0.30).
+    """
+    estimate = _scores(estimate)
+    reference = _scores(refvi)
+    _check_pair(estimate, reference, ("estimate", "refvi"))
+    if estimate.size < 2 or np.ptp(estimate) == 0 or np.ptp(reference) == 0:
+        r_s = math.nan
+    else:
+        r_s = float(stats.spearmanr(estimate, reference).statistic)
+    low_est, high_est = function_regions(estimate, fraction)
+    low_ref, high_ref = function_regions(reference, fraction)
+    return {"r_s": r_s, "dsc_low": dice(low_ref, low_est), "dsc_high": dice(high_ref, high_est)}
 
 
 class Summary(tuple):

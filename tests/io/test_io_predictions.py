@@ -38,6 +38,9 @@ def test_round_trip_and_volumes(tmp_path: Path) -> None:
     assert np.count_nonzero(volume) == 3  # 0 outside the analysed voxels
     defect = sitk.ReadImage(str(layout.prediction_map_file(tmp_path, "lstm", "Subject_01", "defect")))
     assert defect.GetOrigin() == GRID.origin_mm_xyz and sitk.GetArrayFromImage(defect).sum() == 2
+    ventilation = sitk.GetArrayFromImage(sitk.ReadImage(str(layout.prediction_map_file(tmp_path, "lstm", "Subject_01",
+                                                                                       "ventilation"))))
+    assert ventilation[0, 1, 2] == pytest.approx(0.4) and ventilation.sum() == pytest.approx(1.6)
 
 
 def test_bad_contracts_are_errors(tmp_path: Path) -> None:

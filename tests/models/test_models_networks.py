@@ -12,7 +12,8 @@ from vent.models import MODEL_NAMES, ProbabilityModel, build_model, model_input_
 from vent.models.networks import sinusoidal_positional_encoding
 from vent.models.registry import REGISTRY, get_spec
 
-NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None)
+NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None and spec.family == "sequence")
+"""The sequence networks (B, T, F) -> (B,); the volume networks are tested in test_models_volume_networks.py."""
 """The registry entries that have a network to build (a rule such as densest_inhale has none)."""
 
 N_STEPS = 10
@@ -24,10 +25,15 @@ def _n_inputs(name: str) -> int:
 
 
 def test_registry_names_and_input_kinds() -> None:
-    assert MODEL_NAMES == ("lstm", "bilstm", "transformer", "lstm_raw", "rf", "densest_inhale")
-    assert [model_input_kind(n) for n in MODEL_NAMES] == ["radiomics", "radiomics", "radiomics", "raw", "ct", "ct"]
-    assert NETWORKS == ("lstm", "bilstm", "transformer", "lstm_raw")
-    assert [get_spec(n).learns for n in MODEL_NAMES] == [True, True, True, True, True, False]
+    assert MODEL_NAMES == (
+        "lstm", "bilstm", "transformer", "lstm_raw", "rf", "lstm_regress", "unet", "unetpp", "resunet", "ctvi_jac",
+        "ctvi_hu", "densest_inhale",
+    )
+    kinds = {n: model_input_kind(n) for n in MODEL_NAMES}
+    assert [n for n, k in kinds.items() if k == "radiomics"] == ["lstm", "bilstm", "transformer", "lstm_regress"]
+    assert [n for n, k in kinds.items() if k == "raw"] == ["lstm_raw"]
+    assert NETWORKS == ("lstm", "bilstm", "transformer", "lstm_raw", "lstm_regress")
+    assert [n for n in MODEL_NAMES if not get_spec(n).learns] == ["ctvi_jac", "ctvi_hu", "densest_inhale"]
 
 
 def test_a_method_without_a_network_cannot_be_built() -> None:

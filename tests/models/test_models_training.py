@@ -16,7 +16,7 @@ from vent.models.data import VoxelBatches, fit_standardiser
 from vent.models.registry import REGISTRY
 from vent.models.training import TrainSettings, fit, predict_proba
 
-NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None)
+NETWORKS = tuple(spec.name for spec in REGISTRY if spec.builder is not None and spec.family == "sequence")
 """Every registry entry with a network (rules and registration methods train nothing)."""
 
 
@@ -254,3 +254,38 @@ def test_a_checkpoint_trained_further_than_the_new_settings_is_an_error(make_sep
     less_patience = TrainSettings(lr=3e-3, batch_size=128, max_epochs=3, patience=4, seed=11)
     with pytest.raises(ArtifactError, match=r"patience 5 -> 4\).*delete the checkpoint"):
         fit(_lstm(0), train, val, less_patience, checkpoint_path=checkpoint)
+
+
+def test_the_loss_ignores_nan_targets_and_counts_only_scored_voxels() -> None:
+    """A NaN target marks a voxel outside the analysed lung (volume networks): the loss and its gradient come from
+    the other voxels only, and the mean divides by their number."""
+    from vent.models.training import MaskedLoss, _n_targets
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 4, 4, 4, requires_grad=True)
+    target = (torch.rand(2, 1, 4, 4, 4) > 0.5).float()
+    scored = torch.rand(2, 1, 4, 4, 4) > 0.3
+    masked = torch.where(scored, target, torch.full_like(target, float("nan")))
+    loss = MaskedLoss("bce", None, "mean", torch.device("cpu"))(logits, masked)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[scored], target[scored])
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[~scored]) == 0 and torch.count_nonzero(logits.grad[scored]) > 0
+    assert _n_targets(masked) == int(scored.sum())
+    mse = MaskedLoss("mse", None, "sum", torch.device("cpu"))(logits.detach(), masked)
+    assert torch.allclose(mse, ((torch.sigmoid(logits.detach()) - target)[scored] ** 2).sum())
+
+
+def test_mse_loss_settings_are_checked_and_a_checkpoint_keeps_its_loss(tmp_path, make_separable_cases) -> None:
+    with pytest.raises(ConfigError, match="pos_weight"):
+        TrainSettings(loss="mse", pos_weight=2.0)
+    with pytest.raises(ConfigError, match="loss must be"):
+        TrainSettings(loss="l1")
+    train, val, _, _ = _data(make_separable_cases, "radiomics")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "checkpoint.pt"
+    fit(build_model("lstm", 4, 5, hidden=(4,)), train, val, TrainSettings(max_epochs=1, device="cpu"),
+        checkpoint_path=checkpoint)
+    with pytest.raises(ArtifactError, match="loss"):
+        fit(build_model("lstm", 4, 5, hidden=(4,)), train, val, TrainSettings(max_epochs=2, device="cpu", loss="mse"),
+            checkpoint_path=checkpoint)

@@ -67,7 +67,17 @@ def _prediction(row, case, fold, lung, defect, seed):
     coords = rng.permutation(np.argwhere(lung > 0)).astype(np.int32)
     labels = defect[tuple(coords.T)]
     probability = np.clip(0.35 * labels + 0.65 * rng.random(len(coords)), 0, 1).astype(np.float32)
-    return Prediction(case, row, fold, probability, THRESHOLDS[row], coords, GRID)
+    if row != "densest_inhale":
+        return Prediction(case, row, fold, probability, THRESHOLDS[row], coords, GRID)
+    # a row with its own continuous ventilation map (as CT ventilation has), scored instead of 1 - probability
+    continuous = (1.0 - labels + rng.normal(0, 0.8, len(coords))).astype(np.float32)
+    return Prediction(case, row, fold, probability, THRESHOLDS[row], coords, GRID, continuous, "test_map")
+
+
+def _refvi(lung, defect, index):
+    """A RefVI that is low in the defect, with noise (seeded by the case)."""
+    rng = np.random.default_rng(200 + index)
+    return ((1.0 - 0.6 * defect + rng.normal(0, 0.3, SHAPE)) * (lung > 0)).astype(np.float32)
 
 
 class Inputs:
@@ -90,7 +100,7 @@ class Inputs:
             lung, defect = _truth(i)
             self.truth[case] = (lung, defect)
             ct = np.full((3, *SHAPE), -800, np.float32)
-            pre = PreprocessedCase(case, ct, np.repeat(lung[None], 3, 0), lung, np.ones(SHAPE, np.float32), defect,
+            pre = PreprocessedCase(case, ct, np.repeat(lung[None], 3, 0), lung, _refvi(lung, defect, i), defect,
                                    GRID, {"inhale_phase": 1, "exhale_phase": 0})
             write_preprocessed_case(layout.case_file(self.run_dir, "preprocess", case), pre, "hand-written")
         save_folds(layout.splits_file(self.run_dir), FOLDS, {"seed": 0, "cases": CASES})
@@ -198,7 +208,54 @@ def test_rows_labels_and_pooled_roc(inputs):
             expected = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
             assert handle[run["row"]].attrs["auc"] == pytest.approx(expected, rel=1e-12)
     manifest = json.loads(layout.manifest_file(inputs.run_dir, "evaluate").read_text())
-    assert set(manifest["outputs"]) == {"rows.json", "per_patient_metrics.csv", "table2.csv", "roc.h5"}
+    assert set(manifest["outputs"]) == {
+        "rows.json", "per_patient_metrics.csv", "table2.csv", "roc.h5", "vampire_per_patient.csv",
+        "vampire_metrics.csv",
+    }
+
+
+def _regions(values, fraction):
+    """Lowest / highest ``fraction`` of the voxels by volume, counted by sorting (not by quantiles)."""
+    order = np.argsort(values, kind="stable")
+    k = int(round(fraction * len(values)))
+    low, high = np.zeros(len(values), bool), np.zeros(len(values), bool)
+    low[order[:k]], high[order[-k:]] = True, True
+    return low, high
+
+
+def test_vampire_metrics_per_patient_and_summary(inputs):
+    """r_s is scipy's Spearman of the row's estimate against the RefVI at its voxels; DSC_low / DSC_high are the
+    Dice of the lowest / highest 30% by volume (the ground truth's fraction); a row's own continuous map is scored
+    in place of 1 - p(defect); the summary is mean (min-max) with the Wilcoxon test against the reference."""
+    evaluation = inputs.evaluate()
+    assert evaluation.vampire_fraction == 0.3
+    entries = {(e["model"], e["case"]): e for e in evaluation.vampire_per_patient}
+    assert set(entries) == {(r["row"], c) for r in RUNS for c in CASES}
+    for (row, case), entry in entries.items():
+        prediction = inputs.predictions[(row, case)]
+        refvi = _refvi(*inputs.truth[case], CASES.index(case))[tuple(prediction.coords_zyx.T)]
+        if row == "densest_inhale":
+            estimate, name = prediction.continuous, "test_map"
+        else:
+            estimate, name = 1.0 - prediction.probability.astype(np.float64), "1 - p(defect)"
+        assert entry["estimate"] == name
+        assert entry["r_s"] == pytest.approx(stats.spearmanr(estimate, refvi).statistic, rel=1e-9)
+        # 18 of 60 voxels: the quantile regions hold exactly the sorted 30% when values are distinct
+        (low_e, high_e), (low_r, high_r) = _regions(estimate, 0.3), _regions(refvi, 0.3)
+        assert entry["dsc_low"] == pytest.approx(2 * (low_e & low_r).sum() / (low_e.sum() + low_r.sum()), rel=1e-12)
+        assert entry["dsc_high"] == pytest.approx(2 * (high_e & high_r).sum() / (high_e.sum() + high_r.sum()))
+    summary = {r["model"]: r for r in evaluation.vampire}
+    assert list(summary) == [r["row"] for r in RUNS]
+    for row, values in summary.items():
+        series = np.array([entries[(row, c)]["r_s"] for c in CASES])
+        assert values["r_s_mean"] == pytest.approx(series.mean()) and values["r_s_min"] == series.min()
+        if row == "lstm":
+            assert math.isnan(values["r_s_p"])
+        else:
+            reference = np.array([entries[("lstm", c)]["r_s"] for c in CASES])
+            assert values["r_s_p"] == pytest.approx(stats.wilcoxon(reference, series).pvalue, rel=1e-12)
+    # the planted continuous map tracks the RefVI better than 1 - a noisy probability
+    assert summary["densest_inhale"]["r_s_mean"] > 0.2
 
 
 def test_a_prediction_from_the_wrong_fold_is_refused(inputs):

@@ -70,8 +70,12 @@ def _write_run(run_dir: Path) -> Evaluation:
     spec = get_spec(RULE)
     row = EvaluatedRow(RULE, RULE, "none", spec.label, spec.family, spec.learns, True, [],
                        {case: str(layout.prediction_file(Path("."), RULE, case)) for case in CASES})
+    vampire = [{"model": RULE, "case": case, "fold": fold, "estimate": "1 - p(defect)", "r_s": 0.2 + 0.1 * fold,
+                "dsc_low": 0.4, "dsc_high": 0.5} for fold, case in enumerate(CASES)]
+    summary = [{"model": RULE, "estimate": "1 - p(defect)",
+                **table2_rows(vampire, RULE, [RULE], ("r_s", "dsc_low", "dsc_high"))[0]}]
     evaluation = Evaluation(RULE, "nested", "val_defect_fraction", 3, [row], per_patient,
-                            table2_rows(per_patient, RULE, [RULE]))
+                            table2_rows(per_patient, RULE, [RULE]), 0.3, vampire, summary)
     write_evaluation(run_dir, evaluation)
     write_roc(run_dir, {RULE: (np.array([0.0, 0.4, 1.0]), np.array([0.0, 0.7, 1.0]), 0.65, 3)})
     return evaluation
@@ -98,6 +102,11 @@ def test_report_of_a_rule_only_run_reads_evaluate_and_says_why_sections_are_abse
     with open(report / "table2.csv", newline="") as handle:
         table2 = list(csv.DictReader(handle))
     assert table2[0]["model"] == RULE and float(table2[0]["dice_mean"]) == pytest.approx(0.6)
+    assert "VAMPIRE metrics" in markdown and "lowest and highest 30% of lung voxels" in markdown
+    assert f"| {label} | 1 - p(defect) | 3 | 0.30(0.20-0.40) | 0.40(0.40-0.40) | 0.50(0.50-0.50) |" in markdown
+    with open(report / "vampire_metrics.csv", newline="") as handle:
+        vampire = list(csv.DictReader(handle))
+    assert vampire[0]["model"] == RULE and float(vampire[0]["r_s_mean"]) == pytest.approx(0.3)
     first = (report / "per_patient_metrics.csv").read_text().splitlines()[1]
     assert first == "densest_inhale,Subject_01,0,0.5,0.51,0.52,0.53"
     for stage in (ExplainStage(), SelectStage(), RadiomicsStage()):

@@ -334,6 +334,10 @@ class RadiomicsCase:
         """(N, T) float32 CT value of each voxel per phase."""
         return self._read("intensity")
 
+    def refvi(self) -> np.ndarray:
+        """(N,) float32 reference ventilation (RefVI on the analysis grid) of each voxel."""
+        return self._read("refvi")
+
     def feature_blocks(self, rows: int = VOXEL_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         """(start row, (n, T, F) float32 block) over ``/features``, chunk-aligned, in bounded memory."""
         with h5py.File(self.path, "r") as handle:

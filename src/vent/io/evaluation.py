@@ -8,6 +8,8 @@
                              reference, selection_mode, threshold_setting, n_folds
     per_patient_metrics.csv  model (the row), case, fold, dice, auc, sensitivity, accuracy (full precision)
     table2.csv               model, n_patients and per metric _mean, _min, _max, _p (full precision)
+    vampire_per_patient.csv  model, case, fold, estimate (its name), r_s, dsc_low, dsc_high
+    vampire_metrics.csv      model, estimate, n_patients and per VAMPIRE metric _mean, _min, _max, _p
     roc.h5                   /<row>/fpr, /<row>/tpr (pooled over held-out voxels), attrs auc, n_points_pooled
 """
 
@@ -27,10 +29,11 @@ from vent.errors import ArtifactError
 from vent.io import layout
 from vent.io.atomic import atomic_path, write_json, write_text
 from vent.metrics import METRIC_NAMES as METRIC_COLUMNS
+from vent.metrics import VAMPIRE_METRIC_NAMES as VAMPIRE_COLUMNS
 
 __all__ = ["EvaluatedRow", "Evaluation", "write_evaluation", "read_evaluation", "write_roc", "read_roc"]
 
-EVALUATION_FORMAT = 1
+EVALUATION_FORMAT = 2
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Evaluation:
     rows: list[EvaluatedRow]
     per_patient: list[dict[str, Any]]
     table2: list[dict[str, Any]]
+    vampire_fraction: float = 0.3
+    vampire_per_patient: list[dict[str, Any]] = field(default_factory=list)
+    vampire: list[dict[str, Any]] = field(default_factory=list)
 
     def labels(self) -> dict[str, str]:
         return {r.row: r.label for r in self.rows}
@@ -84,6 +90,22 @@ def table2_columns() -> list[str]:
     return ["model", "n_patients"] + [f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "min", "max", "p")]
 
 
+def vampire_columns() -> list[str]:
+    return ["model", "estimate", "n_patients"] + [
+        f"{m}_{s}" for m in VAMPIRE_COLUMNS for s in ("mean", "min", "max", "p")
+    ]
+
+
+_TEXT_COLUMNS = ("model", "case", "estimate")
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with its numbers back as numbers (n_patients and fold as int)."""
+    return {
+        k: v if k in _TEXT_COLUMNS else int(v) if k in ("n_patients", "fold") else float(v) for k, v in row.items()
+    }
+
+
 def write_evaluation(run_dir: Path, evaluation: Evaluation) -> dict[str, str]:
     """Write rows.json, per_patient_metrics.csv and table2.csv; returns the manifest entries."""
     document = {
@@ -92,6 +114,7 @@ def write_evaluation(run_dir: Path, evaluation: Evaluation) -> dict[str, str]:
         "selection_mode": evaluation.selection_mode,
         "threshold_setting": evaluation.threshold_setting,
         "n_folds": evaluation.n_folds,
+        "vampire_fraction": evaluation.vampire_fraction,
         "rows": [asdict(r) for r in evaluation.rows],
     }
     write_json(layout.evaluate_file(run_dir, "rows.json"), document)
@@ -99,7 +122,12 @@ def write_evaluation(run_dir: Path, evaluation: Evaluation) -> dict[str, str]:
     per_patient = _csv(evaluation.per_patient, per_patient_columns)
     write_text(layout.evaluate_file(run_dir, "per_patient_metrics.csv"), per_patient)
     write_text(layout.evaluate_file(run_dir, "table2.csv"), _csv(evaluation.table2, table2_columns()))
+    vampire_per_patient = _csv(evaluation.vampire_per_patient, ["model", "case", "fold", "estimate", *VAMPIRE_COLUMNS])
+    write_text(layout.evaluate_file(run_dir, "vampire_per_patient.csv"), vampire_per_patient)
+    write_text(layout.evaluate_file(run_dir, "vampire_metrics.csv"), _csv(evaluation.vampire, vampire_columns()))
     return {
+        "vampire_per_patient.csv": "per-patient r_s, DSC_low and DSC_high of every row's ventilation estimate",
+        "vampire_metrics.csv": "the VAMPIRE metrics: mean, min, max and Wilcoxon p per metric",
         "rows.json": "the rows of Table 2, their labels, thresholds and prediction files",
         "per_patient_metrics.csv": "per-patient metrics of every row",
         "table2.csv": "Table 2: mean, min, max and Wilcoxon p per metric",
@@ -114,22 +142,20 @@ def read_evaluation(run_dir: Path) -> Evaluation:
     document = json.loads(path.read_text())
     if document.get("format_version") != EVALUATION_FORMAT:
         raise ArtifactError(f"{path} has format_version {document.get('format_version')!r}; re-run evaluate")
-    per_patient = [
-        {**r, "fold": int(r["fold"]), **{m: float(r[m]) for m in METRIC_COLUMNS}}
-        for r in _read_csv(layout.evaluate_file(run_dir, "per_patient_metrics.csv"))
-    ]
-    table2 = [
-        {k: (v if k == "model" else int(v) if k == "n_patients" else float(v)) for k, v in r.items()}
-        for r in _read_csv(layout.evaluate_file(run_dir, "table2.csv"))
-    ]
+    def table(name: str) -> list[dict[str, Any]]:
+        return [_typed(r) for r in _read_csv(layout.evaluate_file(run_dir, name))]
+
     return Evaluation(
         reference=document["reference"],
         selection_mode=document["selection_mode"],
         threshold_setting=document["threshold_setting"],
         n_folds=int(document["n_folds"]),
         rows=[EvaluatedRow(**r) for r in document["rows"]],
-        per_patient=per_patient,
-        table2=table2,
+        per_patient=table("per_patient_metrics.csv"),
+        table2=table("table2.csv"),
+        vampire_fraction=float(document["vampire_fraction"]),
+        vampire_per_patient=table("vampire_per_patient.csv"),
+        vampire=table("vampire_metrics.csv"),
     )
 
 

@@ -114,6 +114,12 @@ def forest_file(run_dir: Path, row: str, fold: int) -> Path:
     return fold_dir(run_dir, row, fold) / "forest.joblib"
 
 
+def registration_file(run_dir: Path, key: str, case: str) -> Path:
+    """A case's exhale-to-inhale registration (displacement field, warped inhale CT), shared by every CT-ventilation
+    row with the same registration settings: ``train/registration/<settings key>/<case>.h5``."""
+    return stage_dir(run_dir, "train") / "registration" / key / f"{case}.h5"
+
+
 def fold_result_file(run_dir: Path, row: str, fold: int) -> Path:
     """The fold's record (identity, threshold, history), written last: its presence means the fold finished."""
     return fold_dir(run_dir, row, fold) / "result.json"
@@ -153,5 +159,5 @@ def report_file(run_dir: Path, name: str) -> Path:
 
 def prediction_map_file(run_dir: Path, row: str, case: str, kind: str) -> Path:
     """A prediction as a NIfTI volume on the case's analysis grid: ``<case>_<kind>.nii.gz`` (probability, defect,
-    continuous), for 3D Slicer / ITK-SNAP."""
+    ventilation for a continuous map), for 3D Slicer / ITK-SNAP."""
     return prediction_dir(run_dir, row) / f"{case}_{kind}.nii.gz"

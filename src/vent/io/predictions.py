@@ -10,8 +10,9 @@
 
 The ground truth is not part of the contract: the evaluate stage reads it from ``preprocess/<case>.h5`` at
 ``coords``, so every method is scored against the same labels. Beside each file, ``<case>_probability.nii.gz`` and
-``<case>_defect.nii.gz`` hold the same prediction as volumes, 0 outside the analysed voxels (SimpleITK's NIfTI
-writer stores NaN as 0, so NaN is not used; the preprocessed lung mask tells the analysed voxels apart).
+``<case>_defect.nii.gz`` (and ``<case>_ventilation.nii.gz`` for a continuous map) hold the same prediction as
+volumes, 0 outside the analysed voxels (SimpleITK's NIfTI writer stores NaN as 0, so NaN is not used; the
+preprocessed lung mask tells the analysed voxels apart).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def write_prediction(path: Path, prediction: Prediction, volumes: bool = True) -
 
 
 def _write_volumes(path: Path, prediction: Prediction) -> None:
-    """``<case>_probability.nii.gz`` (float32) and ``<case>_defect.nii.gz`` (uint8), 0 outside the analysed voxels."""
+    """``<case>_probability.nii.gz`` (float32), ``<case>_defect.nii.gz`` (uint8) and, with a continuous map,
+    ``<case>_ventilation.nii.gz`` (float32), 0 outside the analysed voxels."""
     import SimpleITK as sitk
 
     from vent.io.images import image_from_array
@@ -101,6 +103,8 @@ def _write_volumes(path: Path, prediction: Prediction) -> None:
         "probability": volume,
         "defect": np.where(np.isnan(volume), 0, volume >= prediction.threshold).astype(np.uint8),
     }
+    if prediction.continuous is not None:
+        maps["ventilation"] = prediction_volume(prediction.continuous, prediction.coords_zyx, prediction.grid, 0.0)
     for kind, array in maps.items():
         with atomic_path(path.with_name(f"{prediction.case_id}_{kind}.nii.gz")) as tmp:
             sitk.WriteImage(image_from_array(array, prediction.grid), str(tmp))

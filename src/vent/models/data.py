@@ -251,6 +251,19 @@ def _check_same_shape(infos: Sequence[CaseInfo]) -> None:
             )
 
 
+def _checked_targets(targets: Sequence[np.ndarray], infos: Sequence[CaseInfo]) -> list[np.ndarray]:
+    """Per-patient continuous targets, one finite value per voxel of each file."""
+    if len(targets) != len(infos):
+        raise ConfigError(f"{len(targets)} target arrays for {len(infos)} radiomics files")
+    checked = []
+    for target, info in zip(targets, infos):
+        target = np.asarray(target, dtype=np.float32)
+        if target.shape != (info.n_voxels,) or not np.isfinite(target).all():
+            raise DataError(f"{info.path}: the target needs {info.n_voxels} finite values; got shape {target.shape}")
+        checked.append(target)
+    return checked
+
+
 @dataclass(eq=False)
 class Standardiser:
     """Per-feature z-scoring with statistics pooled over voxels and phases of the training patients.
@@ -453,6 +466,9 @@ class VoxelBatches:
         max_voxels_per_case: Stratified random subsample per patient, fixed across epochs (``None`` = all voxels).
         buffer_voxels: Voxels collected before a shuffle permutation (memory bound when shuffling).
         edge_index: Lung-edge channels appended after the features (see :func:`edge_channel_index`), or ``None``.
+        targets: Per patient (``paths`` order), the (n_voxels,) float32 target that replaces the 0/1 labels as
+            ``y`` (a continuous ventilation target, ``vent.models.regression``); ``None`` = the labels. The voxel
+            subsample is still stratified by the labels.
     """
 
     def __init__(
@@ -467,6 +483,7 @@ class VoxelBatches:
         max_voxels_per_case: int | None = None,
         buffer_voxels: int = 65536,
         edge_index: Sequence[int] | None = None,
+        targets: Sequence[np.ndarray] | None = None,
     ) -> None:
         if not paths:
             raise ConfigError("VoxelBatches needs at least one radiomics file; got none")
@@ -493,6 +510,7 @@ class VoxelBatches:
                 "fit it with the same feature_index and input_kind"
             )
         self.standardiser = standardiser
+        self.targets = None if targets is None else _checked_targets(targets, self.infos)
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -563,6 +581,8 @@ class VoxelBatches:
         x, y = _read_block(
             self.infos[case_number].path, self.input_kind, start, stop, self.feature_index, self.edge_index
         )
+        if self.targets is not None:
+            y = self.targets[case_number][start:stop]
         if rows is not None:
             x, y = x[rows], y[rows]
         if self.standardiser is not None:

@@ -48,6 +48,9 @@ __all__ = [
     "LSTMParams",
     "TransformerParams",
     "ForestParams",
+    "VolumeNetParams",
+    "RegistrationParams",
+    "RegressionParams",
     "NoParams",
 ]
 
@@ -106,6 +109,110 @@ class ForestParams(_Params):
     inner_folds: int = Field(3, ge=2, description="Patient-grouped inner CV folds (fewer if fewer patients).")
     max_voxels_per_case: int = Field(5000, ge=10, description="Stratified training voxels per patient.")
     seed: int = 0
+
+
+class RegressionParams(LSTMParams):
+    """The proposed LSTM trained on the normalised RefVI instead of the binary mask (``lstm_regress``)."""
+
+    target: Literal["rank", "minmax"] = Field(
+        "rank",
+        description="'rank': each patient's RefVI as its within-lung percentile in [0, 1] (the VAMPIRE metrics are "
+        "rank-based, and percentiles compare across PET and SPECT); 'minmax': the RefVI after the ground truth's "
+        "outlier clip, scaled to [0, 1] per patient.",
+    )
+
+
+class VolumeNetParams(_Params):
+    """3D encoder-decoder networks on the whole 4DCT, phases as channels (``vent.models.volume_networks``, trained by
+    ``vent.models.volume``): four 2x downsamplings, so patch sides are multiples of 16."""
+
+    features: list[int] = Field(
+        [32, 32, 64, 128, 256], min_length=5, max_length=5,
+        description="Channels of the five resolution levels, full resolution to the 1/16 bottleneck (MONAI's "
+        "BasicUNet defaults); the decoder mirrors them. The Res-UNet (MONAI's UNet) places them one level lower: "
+        "the widths after each strided convolution, then the bottleneck.",
+    )
+    norm: Literal["instance", "batch", "none"] = Field(
+        "instance", description="Normalisation after each convolution ('none' = the study's plain convolutions)."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each convolution.")
+    patch_size: list[int] = Field(
+        [64, 64, 64], min_length=3, max_length=3,
+        description="Training patch and inference window (z, y, x) voxels; multiples of 16.",
+    )
+    batch_size: int = Field(16, ge=1, description="Patches per batch (the study: 16), also windows per inference step.")
+    patches_per_epoch: int = Field(160, ge=1, description="Patches drawn per epoch, centred on analysed lung voxels.")
+    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="Sliding-window inference overlap (Gaussian blending).")
+
+    @field_validator("features")
+    @classmethod
+    def _positive_features(cls, value: list[int]) -> list[int]:
+        if any(int(f) < 1 for f in value):
+            raise ValueError(f"every level needs at least one channel; got {value}")
+        return value
+
+    @field_validator("patch_size")
+    @classmethod
+    def _multiple_of_16(cls, value: list[int]) -> list[int]:
+        if any(int(p) < 16 or int(p) % 16 for p in value):
+            raise ValueError(f"every patch side must be a multiple of 16 (four 2x poolings); got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _bottleneck_can_be_normalised(self) -> VolumeNetParams:
+        if self.norm == "instance" and all(int(p) == 16 for p in self.patch_size):
+            raise ValueError(
+                "norm 'instance' normalises each channel over the voxels of the 1/16 bottleneck, and a 16^3 patch "
+                "leaves one; make a patch side >= 32 or use norm 'batch' or 'none'"
+            )
+        return self
+
+
+class RegistrationParams(_Params):
+    """Exhale-to-inhale deformable registration for CT ventilation (``vent.baselines.registration``,
+    ``vent.baselines.ctvi``): fixed = the exhale phase, moving = the inhale phase, a multi-resolution cubic B-spline
+    sampled in the exhale lung mask dilated by ``mask_dilation_mm``.
+
+    Every field changes the registration, so every field is part of its cache key (``ctvi.registration_key``); the
+    CPU threads are ``execution.threads``. Defaults follow the elastix model zoo's lung maps (Par0011, Par0007; see
+    ``registration.elastix_parameter_map``) except the bending-energy weight, raised from Par0011's 0.05 to 0.5: on a
+    real CT lung (LUNG1-001) with a planted breathing field it cut the 95th-percentile displacement error at 2 mm from
+    0.65 to 0.19 mm, and on a mass-conserving phantom it raised DIR-Jac's Spearman r_s with the planted J - 1 from
+    0.57 to 0.65 (tests/baselines/test_baselines_ctvi.py).
+    """
+
+    backend: Literal["elastix", "simpleitk"] = Field(
+        "elastix", description="'elastix' (itk-elastix, the field's standard) or 'simpleitk' (its B-spline, no "
+        "bending-energy penalty). Never a silent fallback: elastix without itk-elastix is an error."
+    )
+    grid_spacing_mm: float = Field(
+        10.0, gt=0.0, description="Final B-spline control-point spacing (Par0011, Par0007)."
+    )
+    resolutions: int = Field(
+        4, ge=1, le=6, description="Multi-resolution levels; image and control grid halve per level (8, 4, 2, 1 x)."
+    )
+    iterations: int = Field(
+        250, ge=1, description="Optimiser iterations per resolution (Par0007: 500; 250 measured as accurate at 2 mm)."
+    )
+    spatial_samples: int = Field(
+        2000, ge=100, description="Random metric samples: elastix draws this many every iteration (Par0011: 2000); "
+        "simpleitk draws them once per level, so give it about ten times more (20000)."
+    )
+    bending_weight: float = Field(
+        0.5, ge=0.0, description="Relative weight of elastix's bending-energy penalty against the normalised "
+        "correlation (Par0011: 0.05; 0 = none)."
+    )
+    mask_dilation_mm: float = Field(
+        4.0, ge=0.0, description="The exhale lung mask is dilated by this much (Euclidean) so the lung boundary, where "
+        "the motion shows, lies inside the sampled region."
+    )
+    map_to: Literal["exhale", "average"] = Field(
+        "exhale", description="Frame the ventilation is scored in: the exhale phase as registered, or the average CT "
+        "(the frame of the analysed voxels and the RefVI; one more registration, average fixed and exhale moving)."
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of the random metric samples (elastix RandomSeed; SimpleITK's sampling seed + 1)."
+    )
 
 
 _FAMILY_NEEDS: dict[str, tuple[str, ...]] = {
@@ -193,6 +300,9 @@ def _brief(error: Exception) -> str:
     return "; ".join(parts)
 
 
+_VOLUME_SETTINGS = ("lr", "clip_grad_norm", "weight_decay", "pos_weight", "seed")
+"""The train keys a volume network reads: the optimiser and early stopping, not the voxel batches."""
+
 REGISTRY: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="lstm",
@@ -242,6 +352,66 @@ REGISTRY: tuple[ModelSpec, ...] = (
         params=ForestParams,
         trainer="vent.models.forest:train_forest_fold",
         train_settings=("seed",),  # its own parameters hold the rest; no epochs, optimiser or batches
+    ),
+    ModelSpec(
+        name="lstm_regress",
+        label="LSTM regressing the RefVI",
+        family="sequence",
+        input_kind="radiomics",
+        params=RegressionParams,
+        builder="vent.models.networks:build_lstm",
+        trainer="vent.models.regression:train_regression_fold",
+        # the sequence settings less pos_weight (a binary target's class weight) and the threshold (none is chosen)
+        train_settings=("lr", "batch_size", "clip_grad_norm", "weight_decay", "max_voxels_per_case", "edge_inputs",
+                        "seed"),
+    ),
+    ModelSpec(
+        name="unet",
+        label="3D U-Net on raw 4DCT",
+        family="volume",
+        input_kind="ct",
+        params=VolumeNetParams,
+        builder="vent.models.volume_networks:build_unet",
+        trainer="vent.models.volume:train_volume_fold",
+        train_settings=_VOLUME_SETTINGS,
+    ),
+    ModelSpec(
+        name="unetpp",
+        label="3D U-Net++ on raw 4DCT",
+        family="volume",
+        input_kind="ct",
+        params=VolumeNetParams,
+        builder="vent.models.volume_networks:build_unetpp",
+        trainer="vent.models.volume:train_volume_fold",
+        train_settings=_VOLUME_SETTINGS,
+    ),
+    ModelSpec(
+        name="resunet",
+        label="3D Res-UNet on raw 4DCT",
+        family="volume",
+        input_kind="ct",
+        params=VolumeNetParams,
+        builder="vent.models.volume_networks:build_resunet",
+        trainer="vent.models.volume:train_volume_fold",
+        train_settings=_VOLUME_SETTINGS,
+    ),
+    ModelSpec(
+        name="ctvi_jac",
+        label="CT ventilation: DIR Jacobian",
+        family="registration",
+        input_kind="ct",
+        params=RegistrationParams,
+        trainer="vent.baselines.ctvi:ctvi_jacobian_fold",
+        learns=False,
+    ),
+    ModelSpec(
+        name="ctvi_hu",
+        label="CT ventilation: DIR HU",
+        family="registration",
+        input_kind="ct",
+        params=RegistrationParams,
+        trainer="vent.baselines.ctvi:ctvi_hu_fold",
+        learns=False,
     ),
     ModelSpec(
         name="densest_inhale",

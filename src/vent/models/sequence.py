@@ -31,6 +31,11 @@ __all__ = [
     "choose_fold_threshold",
     "threshold_record",
     "ModelInputs",
+    "fold_inputs",
+    "fit_fold",
+    "fit_record",
+    "save_fold_model",
+    "predict_case",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +127,7 @@ def read_selection(run_dir: Path, mode: str, fold: int) -> list[str]:
         raise ArtifactError(f"selection {path} is missing; run the select stage") from None
 
 
-def _fold_inputs(job: FoldJob, files: dict[str, Path]) -> ModelInputs:
+def fold_inputs(job: FoldJob, files: dict[str, Path]) -> ModelInputs:
     """The fold's selection, its feature positions (the same in every file) and the training standardiser."""
     from vent.models.data import edge_channel_index, fit_standardiser
     from vent.models.registry import get_spec
@@ -143,26 +148,34 @@ def _fold_inputs(job: FoldJob, files: dict[str, Path]) -> ModelInputs:
     return ModelInputs(kind, selected, positions, list(job.train.edge_inputs), edge_index, standardiser)
 
 
-def _settings(job: FoldJob) -> Any:
-    """The fold's ``TrainSettings`` (seed = train.seed + fold index; device from ``execution``)."""
+def _settings(job: FoldJob, loss: str = "bce") -> Any:
+    """The fold's ``TrainSettings`` (seed = train.seed + fold index; device from ``execution``); ``loss="mse"``
+    (a continuous target) leaves out ``train.pos_weight``, which weighs a binary target's defect class."""
     from vent.models.training import TrainSettings
 
     config = job.train
     return TrainSettings(
+        loss=loss,
         lr=config.lr,
         batch_size=config.batch_size,
         max_epochs=config.max_epochs,
         patience=config.patience,
         clip_grad_norm=config.clip_grad_norm,
         seed=config.seed + job.fold.index,
-        pos_weight=config.pos_weight,
+        pos_weight=config.pos_weight if loss == "bce" else None,
         device=job.execution.device,
         weight_decay=config.weight_decay,
     )
 
 
-def _fit_fold(job: FoldJob, files: dict[str, Path], inputs: ModelInputs, progress: Any) -> tuple[Any, Any]:
-    """Build the seeded network and train it (resuming from the fold's checkpoint); returns (model, FitResult)."""
+def fit_fold(
+    job: FoldJob, files: dict[str, Path], inputs: ModelInputs, progress: Any,
+    targets: dict[str, np.ndarray] | None = None, loss: str = "bce",
+) -> tuple[Any, Any]:
+    """Build the seeded network and train it (resuming from the fold's checkpoint); returns (model, FitResult).
+
+    ``targets`` (case -> per-voxel target) replace the labels for a continuous target trained with ``loss="mse"``.
+    """
     import torch
 
     from vent.models import build_model
@@ -171,19 +184,25 @@ def _fit_fold(job: FoldJob, files: dict[str, Path], inputs: ModelInputs, progres
     config, fold = job.train, job.fold
     fold_seed = config.seed + fold.index
     options = {"max_voxels_per_case": config.max_voxels_per_case}
-    train = inputs.batches([files[c] for c in fold.train], config.batch_size, shuffle=True, seed=fold_seed, **options)
-    val = inputs.batches([files[c] for c in fold.val], config.batch_size, shuffle=False, seed=config.seed, **options)
+
+    def target_of(cases: list[str]) -> dict[str, Any]:
+        return {} if targets is None else {"targets": [targets[c] for c in cases]}
+
+    train = inputs.batches([files[c] for c in fold.train], config.batch_size, shuffle=True, seed=fold_seed,
+                           **options, **target_of(fold.train))
+    val = inputs.batches([files[c] for c in fold.val], config.batch_size, shuffle=False, seed=config.seed,
+                         **options, **target_of(fold.val))
     torch.manual_seed(fold_seed)
     model = build_model(job.model, train.n_inputs, train.n_steps, **job.train.models[job.model])
     checkpoint = layout.checkpoint_file(job.run_dir, job.row, fold.index)
     with progress.task(f"{job.row} fold {fold.index} (epochs)", total=config.max_epochs) as epochs:
-        result = fit(model, train, val, _settings(job), checkpoint_path=checkpoint,
+        result = fit(model, train, val, _settings(job, loss), checkpoint_path=checkpoint,
                      progress=lambda info: epochs.advance(1))
     model.cpu()
     return model, result
 
 
-def _predict(model: Any, path: Path, inputs: ModelInputs, job: FoldJob) -> np.ndarray:
+def predict_case(model: Any, path: Path, inputs: ModelInputs, job: FoldJob) -> np.ndarray:
     """Defect probability of every analysed voxel of one case, in file order."""
     from vent.models.training import predict_proba
 
@@ -230,7 +249,7 @@ def _choose_threshold(model: Any, job: FoldJob, files: dict[str, Path], inputs: 
     """``choose_fold_threshold`` with the fold's model on its validation patients' radiomics files."""
 
     def predict(case: str) -> tuple[np.ndarray, np.ndarray]:
-        return open_radiomics_case(files[case]).labels(), _predict(model, files[case], inputs, job)
+        return open_radiomics_case(files[case]).labels(), predict_case(model, files[case], inputs, job)
 
     return choose_fold_threshold(job.train.threshold, job.fold.val, predict)
 
@@ -240,7 +259,7 @@ def _test_predictions(model: Any, job: FoldJob, files: dict[str, Path], inputs: 
     predictions = []
     for case in job.fold.test:
         source = open_radiomics_case(files[case])
-        probability = _predict(model, files[case], inputs, job)
+        probability = predict_case(model, files[case], inputs, job)
         predictions.append(
             Prediction(case, job.row, job.fold.index, probability, threshold, source.coords(), source.grid)
         )
@@ -249,27 +268,12 @@ def _test_predictions(model: Any, job: FoldJob, files: dict[str, Path], inputs: 
 
 def train_sequence_fold(job: FoldJob, progress: Any) -> FoldOutcome:
     """Train one sequence model on one fold and predict its held-out patients (module docstring)."""
-    import torch
-
     files = {case: layout.case_file(job.run_dir, "radiomics", case) for case in job.fold.all_cases()}
-    inputs = _fold_inputs(job, files)
-    model, result = _fit_fold(job, files, inputs, progress)
-    with atomic_path(layout.model_file(job.run_dir, job.row, job.fold.index)) as tmp:
-        payload = {"spec": model.spec, "state_dict": model.state_dict(), **inputs.payload()}
-        torch.save({**payload, "selection": job.selection, "fold": job.fold.index}, tmp)
+    inputs = fold_inputs(job, files)
+    model, result = fit_fold(job, files, inputs, progress)
+    save_fold_model(model, job, inputs)
     choice = _choose_threshold(model, job, files, inputs)
-    record = {
-        "features": inputs.feature_ids,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "pos_weight": result.pos_weight,
-        "device_setting": job.execution.device,
-        "device": result.device,
-        "history": result.history,
-    }
+    record = {**fit_record(result, inputs, job), "history": result.history}
     resumed = "" if result.resumed_from_epoch is None else f", resumed after epoch {result.resumed_from_epoch}"
     return FoldOutcome(
         predictions=_test_predictions(model, job, files, inputs, choice.threshold),
@@ -278,6 +282,20 @@ def train_sequence_fold(job: FoldJob, progress: Any) -> FoldOutcome:
         summary=f"{result.epochs_run} epochs (best {result.best_epoch}{resumed}) on {result.device}, threshold "
         f"{choice.threshold:.3f} ({choice.rule})",
     )
+
+
+def save_fold_model(model: Any, job: FoldJob, inputs: ModelInputs) -> None:
+    """``model.pt``: the network's spec and weights and how it reads its inputs (atomic)."""
+    import torch
+
+    with atomic_path(layout.model_file(job.run_dir, job.row, job.fold.index)) as tmp:
+        payload = {"spec": model.spec, "state_dict": model.state_dict(), **inputs.payload()}
+        torch.save({**payload, "selection": job.selection, "fold": job.fold.index}, tmp)
+
+
+def fit_record(result: Any, inputs: ModelInputs, job: FoldJob) -> dict[str, Any]:
+    """The training facts of a fold for its ``result.json`` (without the per-epoch history)."""
+    return {"features": inputs.feature_ids, **result.facts(), "device_setting": job.execution.device}
 
 
 def load_fold_model(path: Path) -> tuple[Any, dict[str, Any]]:

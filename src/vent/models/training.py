@@ -41,7 +41,9 @@ CHECKPOINT_FORMAT = 1
 
 # Settings that must match for a checkpoint to be resumed (others, e.g. max_epochs or patience, may change).
 # pos_weight is one of them: a resumed fold would otherwise keep the checkpoint's loss weight without saying so.
-_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay", "pos_weight", "min_delta")
+_RESUME_KEYS = ("lr", "clip_grad_norm", "seed", "weight_decay", "pos_weight", "min_delta", "loss")
+# Defaults of keys added after checkpoints were first written (an older checkpoint trained with these).
+_OLD_DEFAULTS = {"loss": "bce"}
 # Settings that may grow on resume but never shrink (a smaller value could have stopped training earlier).
 _GROWABLE_KEYS = ("max_epochs", "patience")
 
@@ -62,6 +64,8 @@ class TrainSettings:
             training voxels) or ``None`` (unweighted).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         weight_decay: Adam L2 weight decay.
+        loss: ``"bce"`` (binary cross-entropy on the logits, the study's) or ``"mse"`` (squared error of
+            sigmoid(logit) against a target in [0, 1], for a continuous ventilation target).
     """
 
     lr: float = 1e-4
@@ -74,6 +78,7 @@ class TrainSettings:
     pos_weight: float | Literal["auto"] | None = None
     device: str = "auto"
     weight_decay: float = 0.0
+    loss: Literal["bce", "mse"] = "bce"
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,6 +101,10 @@ class TrainSettings:
                 problems.append(f"pos_weight must be a positive number, 'auto' or None; got {self.pos_weight!r}")
         elif self.pos_weight is not None and not self.pos_weight > 0:
             problems.append(f"pos_weight must be a positive number, 'auto' or None; got {self.pos_weight}")
+        if self.loss not in ("bce", "mse"):
+            problems.append(f"loss must be 'bce' or 'mse'; got {self.loss!r}")
+        if self.loss == "mse" and self.pos_weight is not None:
+            problems.append("pos_weight weighs the defect class of a binary target; it has no meaning with loss='mse'")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {self.device!r}")
         if problems:
@@ -125,6 +134,10 @@ class FitResult:
     resumed_from_epoch: int | None = None
     pos_weight: float | None = None
     device: str = "cpu"
+
+    def facts(self) -> dict[str, Any]:
+        """The fit's facts for a fold's ``result.json`` (everything but the per-epoch history)."""
+        return {k: v for k, v in asdict(self).items() if k != "history"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -161,8 +174,9 @@ def _resolve_pos_weight(setting: float | str | None, train_batches: Iterable) ->
     else:
         n_positive = n_total = 0
         for _, y in train_batches:
-            n_positive += int(y.sum().item())
-            n_total += int(y.numel())
+            valid = torch.isfinite(y)
+            n_positive += int(y[valid].sum().item())
+            n_total += int(valid.sum().item())
         n_negative = n_total - n_positive
     if n_positive == 0 or n_negative == 0:
         raise DataError(
@@ -226,7 +240,7 @@ def _mean_loss(
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             total += loss_sum(model(x), y).double()
-            count += y.numel()
+            count += _n_targets(y)
     if count == 0:
         raise DataError(f"the {what} batches are empty; every fold needs {what} voxels")
     return float(total.item()) / count
@@ -253,10 +267,43 @@ def _warn_on_batch_size(train_batches: Iterable, settings: TrainSettings) -> Non
         logger.warning("train batches hold %d voxels but settings.batch_size is %d", batch_size, settings.batch_size)
 
 
-def _losses(pos_weight: float | None, device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """The mean (for the updates) and summed (for the validation mean) BCE-with-logits losses."""
-    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=device)
-    return nn.BCEWithLogitsLoss(pos_weight=weight), nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum")
+class MaskedLoss(nn.Module):
+    """The training loss over the targets that are finite; a NaN target marks a voxel that is not scored.
+
+    ``bce``: -[w y log sigma(z) + (1 - y) log(1 - sigma(z))] on the logits z (``BCEWithLogitsLoss``, w = pos_weight);
+    ``mse``: (sigma(z) - y)^2. Volume networks mark voxels outside the analysed lung with NaN, so the loss is taken on
+    analysed lung voxels only; sequence batches hold no NaN and get the plain loss. ``reduction``: mean or sum over
+    the scored targets (a batch without any gives 0 and counts 0, see :func:`_n_targets`).
+    """
+
+    def __init__(self, kind: str, pos_weight: float | None, reduction: str, device: torch.device) -> None:
+        super().__init__()
+        weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32, device=device)
+        self.kind, self.reduction = kind, reduction
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="sum")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.reshape(target.shape)
+        valid = torch.isfinite(target)
+        if not bool(valid.all()):
+            logits, target = logits[valid], target[valid]
+        if self.kind == "mse":
+            total = ((torch.sigmoid(logits) - target) ** 2).sum()
+        else:
+            total = self.bce(logits, target)
+        if self.reduction == "sum":
+            return total
+        return total / max(int(target.numel()), 1)
+
+
+def _n_targets(y: torch.Tensor) -> int:
+    """The number of scored (finite) targets of a batch."""
+    return int(torch.isfinite(y).sum().item())
+
+
+def _losses(pos_weight: float | None, device: torch.device, kind: str = "bce") -> tuple[nn.Module, nn.Module]:
+    """The mean (for the updates) and summed (for the validation mean) losses (:class:`MaskedLoss`)."""
+    return MaskedLoss(kind, pos_weight, "mean", device), MaskedLoss(kind, pos_weight, "sum", device)
 
 
 @dataclass
@@ -277,7 +324,7 @@ def _check_resumable(
 ) -> None:
     """Raise ArtifactError unless the checkpoint's settings and architecture allow resuming with ``settings``."""
     saved = checkpoint["settings"]
-    changed = [key for key in _RESUME_KEYS if saved.get(key) != getattr(settings, key)]
+    changed = [key for key in _RESUME_KEYS if saved.get(key, _OLD_DEFAULTS.get(key)) != getattr(settings, key)]
     if changed:
         raise ArtifactError(
             f"checkpoint {checkpoint_path} was written with different settings ({', '.join(changed)}); "
@@ -360,8 +407,9 @@ def _train_epoch(
         if clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimiser.step()
-        total += loss.detach().double() * y.numel()
-        count += y.numel()
+        n = _n_targets(y)
+        total += loss.detach().double() * n
+        count += n
     if count == 0:
         raise DataError("the training batches are empty; every fold needs training voxels")
     return float(total.item()) / count
@@ -506,7 +554,7 @@ def fit(
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     checkpoint = _read_checkpoint_if_any(checkpoint_path)
     pos_weight = _pos_weight(checkpoint, settings, train_batches)
-    losses = _losses(pos_weight, device)
+    losses = _losses(pos_weight, device, settings.loss)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     state = _restore_or_start(model, optimiser, checkpoint, checkpoint_path, settings)

@@ -19,12 +19,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vent.evaluation import METRICS
+from vent.evaluation import METRICS, VAMPIRE_METRICS
 from vent.metrics import format_cell
 
-__all__ = ["Cell", "Column", "Table", "table2_table", "table2_markdown", "per_patient_table", "METRICS"]
+__all__ = [
+    "Cell",
+    "Column",
+    "Table",
+    "table2_table",
+    "table2_markdown",
+    "vampire_table",
+    "per_patient_table",
+    "METRICS",
+]
 
-_HEADERS = {"dice": "Dice", "auc": "AUC-ROC", "sensitivity": "Sensitivity", "accuracy": "Accuracy"}
+_HEADERS = {
+    "dice": "Dice",
+    "auc": "AUC-ROC",
+    "sensitivity": "Sensitivity",
+    "accuracy": "Accuracy",
+    "r_s": "Spearman r_s",
+    "dsc_low": "DSC_low",
+    "dsc_high": "DSC_high",
+}
 _STATS = ("mean", "min", "max", "p")
 
 
@@ -141,24 +158,40 @@ def table2_table(
     ``rows`` are ``vent.evaluation.table2_rows``; the CSV holds ``model, n_patients`` and per metric ``_mean,
     _min, _max, _p`` (p = two-sided Wilcoxon signed-rank over patients against ``reference``).
     """
-    labels = labels or {}
-    columns = [Column("Model", ("model",)), Column("n", ("n_patients",))] + [
-        Column(_HEADERS[m], tuple(f"{m}_{s}" for s in _STATS)) for m in METRICS
-    ]
+    return _summary_table(rows, METRICS, reference, alpha, labels or {})
+
+
+def vampire_table(
+    rows: Sequence[Mapping[str, Any]], reference: str, alpha: float = 0.01, labels: Mapping[str, str] | None = None
+) -> Table:
+    """The VAMPIRE challenge's metrics beside Table 2: per row the estimate scored (the method's ventilation map, or
+    1 - p(defect)), n and ``mean(min-max)*`` of Spearman r_s, DSC_low and DSC_high; the CSV adds ``estimate``."""
+    return _summary_table(rows, VAMPIRE_METRICS, reference, alpha, labels or {}, with_estimate=True)
+
+
+def _summary_table(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], reference: str, alpha: float,
+    labels: Mapping[str, str], with_estimate: bool = False,
+) -> Table:
+    """Per row: label (proposed), [estimate], n and a ``mean(min-max)*`` cell per metric (CSV: _mean, _min, _max,
+    _p)."""
+    columns = [Column("Model", ("model",))] + ([Column("Estimate", ("estimate",))] if with_estimate else [])
+    columns += [Column("n", ("n_patients",))]
+    columns += [Column(_HEADERS[m], tuple(f"{m}_{s}" for s in _STATS)) for m in metrics]
     body = []
     for row in rows:
         name = labels.get(row["model"], row["model"]) + (" (proposed)" if row["model"] == reference else "")
-        p = {m: None if row["model"] == reference else row[f"{m}_p"] for m in METRICS}
-        body.append(
-            [Cell(name, (row["model"],)), Cell(str(row["n_patients"]), (row["n_patients"],))]
-            + [
-                Cell(
-                    format_cell(row[f"{m}_mean"], row[f"{m}_min"], row[f"{m}_max"], p[m], alpha),
-                    tuple(row[f"{m}_{s}"] for s in _STATS),
-                )
-                for m in METRICS
-            ]
-        )
+        p = {m: None if row["model"] == reference else row[f"{m}_p"] for m in metrics}
+        cells = [Cell(name, (row["model"],))] + ([Cell(str(row["estimate"]))] if with_estimate else [])
+        cells.append(Cell(str(row["n_patients"]), (row["n_patients"],)))
+        cells += [
+            Cell(
+                format_cell(row[f"{m}_mean"], row[f"{m}_min"], row[f"{m}_max"], p[m], alpha),
+                tuple(row[f"{m}_{s}"] for s in _STATS),
+            )
+            for m in metrics
+        ]
+        body.append(cells)
     return Table(columns, body)
 
 

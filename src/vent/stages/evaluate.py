@@ -4,12 +4,15 @@ Reads: ``train/runs.json`` and ``train/thresholds.json`` (the rows), ``split/spl
 patient out), ``train/predictions/<row>/<case>.h5`` (``vent.io.predictions``) and the ground truth of
 ``preprocess/<case>.h5`` at the predicted voxels (never a method's own copy of the labels). Writes ``evaluate/``
 (``vent.io.evaluation``): per-patient metrics, Table 2 with the Wilcoxon tests against the reference method, the
-pooled ROC curves and the rows' labels, thresholds and prediction files, which the report reads.
+VAMPIRE challenge's metrics (r_s, DSC_low, DSC_high against the RefVI of ``preprocess/<case>.h5``) of every row's
+continuous estimate, the pooled ROC curves and the rows' labels, thresholds and prediction files, which the report
+reads.
 
 Every row must predict every patient, each from the fold that holds it out; otherwise this stage stops and names the
 row and patient. Memory: one row's held-out voxels at a time (for the pooled ROC).
 
-Config: ``train.reference_model`` and ``select.mode`` (labels); nothing else.
+Config: ``train.reference_model`` and ``select.mode`` (labels), ``evaluate.vampire_fraction`` (or the ground
+truth's fraction) for DSC_low / DSC_high.
 """
 
 from __future__ import annotations
@@ -22,7 +25,17 @@ import numpy as np
 
 from vent.cv import Fold
 from vent.errors import ArtifactError
-from vent.evaluation import METRICS, ground_truth_at, row_label, score_patient, table2_rows, thin_curve
+from vent.evaluation import (
+    METRICS,
+    VAMPIRE_METRICS,
+    ground_truth_at,
+    row_label,
+    score_patient,
+    table2_rows,
+    thin_curve,
+    vampire_metrics,
+    ventilation_estimate,
+)
 from vent.io import layout
 from vent.io.artifacts import read_preprocessed_case
 from vent.io.evaluation import EvaluatedRow, Evaluation, write_evaluation, write_roc
@@ -38,31 +51,44 @@ __all__ = ["EvaluateStage"]
 log = logging.getLogger(__name__)
 
 
-def _ground_truth(run_dir: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
-    """(defect, analysed lung mask) of a case on its analysis grid."""
+def _reference(run_dir: Path, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(defect, analysed lung mask, RefVI) of a case on its analysis grid."""
     pre = read_preprocessed_case(layout.case_file(run_dir, "preprocess", case), load_ct=False)
-    return pre.defect_zyx, pre.lung_mask_zyx
+    return pre.defect_zyx, pre.lung_mask_zyx, pre.refvi_zyx
 
 
-def _score_row(run_dir: Path, row: str, folds: list[Fold]) -> tuple[list[dict[str, Any]], list, list]:
-    """Per-patient metrics of one row, and its held-out (labels, probabilities) for the pooled ROC."""
-    per_patient, truths, scores = [], [], []
+def _held_out(run_dir: Path, row: str, fold: Fold, case: str) -> Any:
+    """A row's prediction of a case, checked to come from the fold that holds the case out."""
+    path = layout.prediction_file(run_dir, row, case)
+    prediction = read_prediction(path)
+    if prediction.fold != fold.index:
+        raise ArtifactError(
+            f"{path} was predicted by fold {prediction.fold}, but {case} is held out by fold {fold.index}; "
+            "re-run the train stage (vent run CONFIG --from train --force)"
+        )
+    return prediction
+
+
+def _score_row(run_dir: Path, row: str, folds: list[Fold], fraction: float) -> tuple[list, list, list, list]:
+    """Per-patient Table 2 and VAMPIRE metrics of one row, and its held-out (labels, probabilities) for the pooled
+    ROC."""
+    per_patient, ventilation, truths, scores = [], [], [], []
     for fold in folds:
         for case in fold.test:
-            path = layout.prediction_file(run_dir, row, case)
-            prediction = read_prediction(path)
-            if prediction.fold != fold.index:
-                raise ArtifactError(
-                    f"{path} was predicted by fold {prediction.fold}, but {case} is held out by fold {fold.index}; "
-                    "re-run the train stage (vent run CONFIG --from train --force)"
-                )
-            defect, lung = _ground_truth(run_dir, case)
-            labels = ground_truth_at(defect, lung, prediction.coords_zyx, str(path))
+            prediction = _held_out(run_dir, row, fold, case)
+            defect, lung, refvi = _reference(run_dir, case)
+            where = str(layout.prediction_file(run_dir, row, case))
+            labels = ground_truth_at(defect, lung, prediction.coords_zyx, where)
             metrics = score_patient(labels, prediction.probability, prediction.threshold)
-            per_patient.append({"model": row, "case": case, "fold": fold.index, **metrics})
+            key = {"model": row, "case": case, "fold": fold.index}
+            per_patient.append({**key, **metrics})
+            estimate, name = ventilation_estimate(prediction.probability, prediction.continuous,
+                                                  prediction.continuous_name)
+            reference = refvi[tuple(prediction.coords_zyx.T)]
+            ventilation.append({**key, "estimate": name, **vampire_metrics(estimate, reference, fraction)})
             truths.append(labels)
             scores.append(prediction.probability)
-    return per_patient, truths, scores
+    return per_patient, ventilation, truths, scores
 
 
 def _evaluated_row(
@@ -95,14 +121,30 @@ def _trainer_warnings(run_dir: Path, row: str, folds: list[Fold]) -> list[str]:
     return warnings
 
 
+def vampire_fraction(config: Any) -> float:
+    """The low/high-function fraction of DSC_low and DSC_high: ``evaluate.vampire_fraction`` or the ground truth's."""
+    return config.evaluate.vampire_fraction or config.preprocess.ground_truth.fraction
+
+
+def _vampire_rows(per_patient: list[dict[str, Any]], reference: str, rows: list[str]) -> list[dict[str, Any]]:
+    """The VAMPIRE table: per row its estimate's name and mean (min-max), Wilcoxon p of r_s, DSC_low, DSC_high."""
+    names = {entry["model"]: entry["estimate"] for entry in per_patient}
+    table = table2_rows(per_patient, reference, rows, VAMPIRE_METRICS)
+    return [{"model": r["model"], "estimate": names.get(r["model"], ""), **r} for r in table]
+
+
 class EvaluateStage(Stage):
     name = "evaluate"
     needs = ("train",)
-    version = "2"
+    version = "3"
 
     def input_identity(self, ctx: RunContext) -> dict[str, Any]:
         # the labels depend on the main selection mode; the reference decides the Wilcoxon pairs
-        return {"select.mode": ctx.config.select.mode, "reference_model": ctx.config.train.reference_model}
+        return {
+            "select.mode": ctx.config.select.mode,
+            "reference_model": ctx.config.train.reference_model,
+            "vampire_fraction": vampire_fraction(ctx.config),
+        }
 
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
         from vent.metrics import pooled_roc
@@ -112,11 +154,13 @@ class EvaluateStage(Stage):
         runs = read_runs(run_dir)
         thresholds = read_thresholds(run_dir)
         per_patient: list[dict[str, Any]] = []
+        ventilation: list[dict[str, Any]] = []
         curves = {}
         with ctx.progress.task("evaluate (rows)", total=len(runs)) as bar:
             for run in runs:
-                rows, truths, scores = _score_row(run_dir, run["row"], folds)
+                rows, vampire, truths, scores = _score_row(run_dir, run["row"], folds, vampire_fraction(config))
                 per_patient += rows
+                ventilation += vampire
                 fpr, tpr, auc = pooled_roc(truths, scores)
                 curves[run["row"]] = (*thin_curve(fpr, tpr), auc, len(fpr))
                 bar.advance(1)
@@ -128,6 +172,9 @@ class EvaluateStage(Stage):
             rows=[_evaluated_row(run_dir, run, config, thresholds.get("rows", {}), folds) for run in runs],
             per_patient=per_patient,
             table2=table2_rows(per_patient, config.train.reference_model, [run["row"] for run in runs]),
+            vampire_fraction=vampire_fraction(config),
+            vampire_per_patient=ventilation,
+            vampire=_vampire_rows(ventilation, config.train.reference_model, [run["row"] for run in runs]),
         )
         outputs = write_evaluation(run_dir, evaluation)
         write_roc(run_dir, curves)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ class TrainStage(Stage):
         layout.fold_dir(ctx.run_dir, run.row, fold.index).mkdir(parents=True, exist_ok=True)
         job = FoldJob(ctx.run_dir, run.row, run.model, run.selection, fold, config, ctx.config.execution,
                       ctx.config.preprocess.ground_truth)
+        started = time.perf_counter()
         outcome = get_spec(run.model).train_fold()(job, ctx.progress)
         for prediction in outcome.predictions:
             write_prediction(layout.prediction_file(ctx.run_dir, run.row, prediction.case_id), prediction)
@@ -223,6 +225,7 @@ class TrainStage(Stage):
             "threshold_setting": config.threshold,
             "threshold": outcome.threshold,
             "test": list(fold.test),
+            "seconds": time.perf_counter() - started,  # this (row, fold) end to end: trainer and prediction files
             **outcome.record,
         }
         write_fold_result(ctx.run_dir, run.row, fold.index, result)
