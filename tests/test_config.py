@@ -225,3 +225,14 @@ def test_default_models_are_the_registry_defaults(tmp_path):
     config = load_config(_write(tmp_path, "run_dir: r\ndata: {root: d}\n"))
     assert tuple(config.train.models) == DEFAULT_MODELS
     assert config.train.reference_model in config.train.models
+
+
+def test_a_bad_model_parameter_names_the_model_and_key_without_dumping_the_mapping(tmp_path):
+    models = "    lstm: {}\n    unet: {patch_size: [20, 32, 32]}\n    ctvi_jac: {}\n    rf: {n_iter: 2}\n"
+    path = _write(tmp_path, "run_dir: r\ndata: {root: d}\ntrain:\n  models:\n" + models
+                  + "    densest_inhale: {}\n    lstm_regress: {target: rank}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "train.models.unet: 'patch_size'" in message and "multiple of 16" in message
+    assert "lstm_regress" not in message  # the rest of the mapping is not echoed back

@@ -400,7 +400,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             lines.append(f"  - unknown key '{key}'{hint} (valid keys here: {', '.join(valid)})")
         else:
             value = item.get("input")
-            shown = "" if item["type"] == "missing" else f" (got {value!r})"
+            # a whole section or mapping (train.models) is not shown back: the message names the bad entry
+            hidden = item["type"] == "missing" or isinstance(value, (dict, list)) and len(repr(value)) > 120
+            shown = "" if hidden else f" (got {value!r})"
             lines.append(f"  - '{key}': {item['msg']}{shown}")
     return "\n".join(lines)
 
