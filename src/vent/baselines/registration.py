@@ -21,7 +21,6 @@ hand back u on the fixed grid; the warped moving CT is resampled from u by the s
 from __future__ import annotations
 
 import tempfile
-
 import time
 from dataclasses import dataclass, field
 from typing import Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,8 @@ import numpy as np  # noqa: E402
 from vent.io.atomic import atomic_path  # noqa: E402
 
 __all__ = [
+    "LineStyle",
+    "method_style",
     "roc_figure",
     "saliency_figure",
     "importance_figure",
@@ -30,11 +33,39 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, reference: str) -> Path:
-    """Pooled ROC curves per model (the study's Fig. 10)."""
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+@dataclass(frozen=True)
+class LineStyle:
+    """How one row of Table 2 is drawn in every figure: its label, colour and line style."""
+
+    label: str
+    color: tuple[float, float, float]
+    linestyle: str = "-"
+
+
+def method_style(model: str, row: str, label: str) -> LineStyle:
+    """A row's style: the colour of its method's position in the registry (the same in every run and figure; 20
+    distinct colours: matplotlib's tab20, the dark shades first), dashed for a variant row of a method
+    (``lstm@paper``)."""
+    from vent.models.registry import MODEL_NAMES
+
+    palette = plt.get_cmap("tab20").colors
+    ordered = palette[0::2] + palette[1::2]
+    index = MODEL_NAMES.index(model) if model in MODEL_NAMES else len(MODEL_NAMES)
+    return LineStyle(label, tuple(ordered[index % len(ordered)]), "--" if row != model else "-")
+
+
+def roc_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, reference: str,
+    styles: dict[str, LineStyle] | None = None,
+) -> Path:
+    """Pooled ROC curves per row (the study's Fig. 10), each in its method's colour, labelled by its Table 2 name."""
+    styles = styles or {}
+    fig, ax = plt.subplots(figsize=(8.6, 5))
     for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, lw=2.4 if name == reference else 1.4, label=f"{name} (AUC {auc:.3f})")
+        style = styles.get(name)
+        ax.plot(fpr, tpr, lw=2.4 if name == reference else 1.4, label=f"{style.label if style else name} "
+                f"(AUC {auc:.3f})", color=style.color if style else None,
+                linestyle=style.linestyle if style else "-")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(
         xlabel="False positive rate",
@@ -43,7 +74,8 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Pa
         ylim=(0, 1.01),
         title="ROC, held-out voxels pooled over patients",
     )
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     return _save(fig, path)
 
 

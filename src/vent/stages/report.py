@@ -311,7 +311,8 @@ def _roc_section(report: _Report) -> None:
     curves = {r.row: roc[r.row] for r in report.evaluation.rows if r.row in roc}
     if not curves:
         return
-    figures.roc_figure(curves, report.path("roc.png"), report.evaluation.reference)
+    styles = {r.row: figures.method_style(r.model, r.row, r.label) for r in report.evaluation.rows}
+    figures.roc_figure(curves, report.path("roc.png"), report.evaluation.reference, styles)
     report.figure("roc.png", "Fig. 10: ROC curves of held-out voxels pooled over patients, per model.", "ROC")
 
 
