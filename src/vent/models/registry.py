@@ -66,6 +66,13 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _all_positive(value: list[int], message: str) -> list[int]:
+    """``value`` when every entry is >= 1; else a ValueError with ``message`` (reworded to the config key)."""
+    if any(int(v) < 1 for v in value):
+        raise ValueError(f"{message}; got {value}")
+    return value
+
+
 class NoParams(_Params):
     """A method without parameters."""
 
@@ -79,9 +86,7 @@ class LSTMParams(_Params):
     @field_validator("hidden")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
-        if any(int(h) < 1 for h in value):
-            raise ValueError(f"every layer needs at least one cell; got {value}")
-        return value
+        return _all_positive(value, "every layer needs at least one cell")
 
 
 class TransformerParams(_Params):
@@ -147,9 +152,7 @@ class VolumeNetParams(_Params):
     @field_validator("features")
     @classmethod
     def _positive_features(cls, value: list[int]) -> list[int]:
-        if any(int(f) < 1 for f in value):
-            raise ValueError(f"every level needs at least one channel; got {value}")
-        return value
+        return _all_positive(value, "every level needs at least one channel")
 
     @field_validator("patch_size")
     @classmethod

@@ -33,6 +33,7 @@ __all__ = [
     "ModelInputs",
     "fold_inputs",
     "fit_fold",
+    "fold_settings",
     "fit_record",
     "save_fold_model",
     "predict_case",
@@ -148,16 +149,18 @@ def fold_inputs(job: FoldJob, files: dict[str, Path]) -> ModelInputs:
     return ModelInputs(kind, selected, positions, list(job.train.edge_inputs), edge_index, standardiser)
 
 
-def _settings(job: FoldJob, loss: str = "bce") -> Any:
-    """The fold's ``TrainSettings`` (seed = train.seed + fold index; device from ``execution``); ``loss="mse"``
-    (a continuous target) leaves out ``train.pos_weight``, which weighs a binary target's defect class."""
+def fold_settings(job: FoldJob, loss: str = "bce", batch_size: int | None = None) -> Any:
+    """A fold's ``TrainSettings`` from the ``train`` section (seed = train.seed + fold index; device from
+    ``execution``), for every network trainer. ``loss="mse"`` (a continuous target) leaves out
+    ``train.pos_weight``, which weighs a binary target's defect class; ``batch_size`` overrides ``train.batch_size``
+    (a volume network's patches per batch)."""
     from vent.models.training import TrainSettings
 
     config = job.train
     return TrainSettings(
         loss=loss,
         lr=config.lr,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size if batch_size is None else batch_size,
         max_epochs=config.max_epochs,
         patience=config.patience,
         clip_grad_norm=config.clip_grad_norm,
@@ -196,7 +199,7 @@ def fit_fold(
     model = build_model(job.model, train.n_inputs, train.n_steps, **job.train.models[job.model])
     checkpoint = layout.checkpoint_file(job.run_dir, job.row, fold.index)
     with progress.task(f"{job.row} fold {fold.index} (epochs)", total=config.max_epochs) as epochs:
-        result = fit(model, train, val, _settings(job, loss), checkpoint_path=checkpoint,
+        result = fit(model, train, val, fold_settings(job, loss), checkpoint_path=checkpoint,
                      progress=lambda info: epochs.advance(1))
     model.cpu()
     return model, result

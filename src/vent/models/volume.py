@@ -282,24 +282,12 @@ def predict_volume(model: Any, case: VolumeCase, params: Any, device: Any) -> np
     return np.clip(probability[0, 0].numpy()[z, y, x], 0.0, 1.0).astype(np.float32)
 
 
-def _fold_settings(job: FoldJob, params: Any) -> Any:
-    """The fold's ``TrainSettings``: the ``train`` keys of ``_VOLUME_SETTINGS`` plus the training length, the
-    network's own batch size, seed = train.seed + fold index, device from ``execution``."""
-    from vent.models.training import TrainSettings
-
-    config = job.train
-    return TrainSettings(
-        lr=config.lr, batch_size=params.batch_size, max_epochs=config.max_epochs, patience=config.patience,
-        clip_grad_norm=config.clip_grad_norm, seed=config.seed + job.fold.index, pos_weight=config.pos_weight,
-        device=job.execution.device, weight_decay=config.weight_decay,
-    )
-
-
 def _fit_fold(job: FoldJob, params: Any, train: list[VolumeCase], val: list[VolumeCase], progress: Any) -> tuple:
     """Build the seeded network and train it (resuming from the fold's checkpoint); returns (model, FitResult)."""
     import torch
 
     from vent.models import build_model
+    from vent.models.sequence import fold_settings
     from vent.models.training import fit
 
     fold_seed = job.train.seed + job.fold.index
@@ -307,7 +295,7 @@ def _fit_fold(job: FoldJob, params: Any, train: list[VolumeCase], val: list[Volu
     tiles = TilePatches(val, params.patch_size, params.batch_size)
     torch.manual_seed(fold_seed)
     model = build_model(job.model, train[0].image_tzyx.shape[0], 1, **job.train.models[job.model])
-    settings = _fold_settings(job, params)
+    settings = fold_settings(job, batch_size=params.batch_size)  # the train keys of _VOLUME_SETTINGS + length
     checkpoint = layout.checkpoint_file(job.run_dir, job.row, job.fold.index)
     with progress.task(f"{job.row} fold {job.fold.index} (epochs)", total=settings.max_epochs) as epochs:
         result = fit(model, patches, tiles, settings, checkpoint_path=checkpoint,
