@@ -15,7 +15,9 @@ import numpy as np  # noqa: E402
 from vent.io.atomic import atomic_path  # noqa: E402
 
 __all__ = [
+    "FIGURE_DPI",
     "LineStyle",
+    "save_figure",
     "method_style",
     "roc_figure",
     "saliency_figure",
@@ -26,9 +28,17 @@ __all__ = [
 ]
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+FIGURE_DPI = 150
+"""Resolution of the PNG figures: a 7-inch-wide figure is ~1000 pixels, sharp at print size."""
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` as ``path`` (PNG, ``FIGURE_DPI``) and beside it as SVG (same name, ``.svg``), each atomically;
+    closes the figure and returns ``path``. Every figure of the report goes through here, so every PNG has its SVG."""
+    path = Path(path)
+    for target, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight", format=fmt)
     plt.close(fig)
     return path
 
@@ -76,7 +86,7 @@ def roc_figure(
     )
     ax.set_aspect("equal")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _phase_labels(n_phases: int, phase_labels: Sequence[str] | None) -> list[str]:
@@ -97,7 +107,7 @@ def saliency_figure(
     ax.set_xticks(range(len(feature_ids)), feature_ids, rotation=75, ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="saliency share (1 = uniform)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: Path, top_k: int) -> Path:
@@ -109,7 +119,7 @@ def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: 
     ax.set_yticks(range(len(order))[::-1], [feature_ids[i] for i in order], fontsize=7)
     ax.set_xlabel("importance (saliency share; 1 = uniform)")
     ax.set_title(f"Radiomic sequence importance (top {top_k} in red)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def trends_figure(
@@ -133,7 +143,7 @@ def trends_figure(
     axes[0][0].legend(fontsize=7)
     axes[0][0].set_ylabel("feature value (raw, unstandardised)", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path, chosen_cutoff: float) -> Path:
@@ -157,7 +167,7 @@ def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path,
     right.set_title("Pearson correlation, averaged over phases")
     fig.colorbar(image, ax=right)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def case_slices_figure(
@@ -187,4 +197,4 @@ def case_slices_figure(
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
