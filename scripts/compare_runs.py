@@ -4,9 +4,11 @@
 Usage: python scripts/compare_runs.py NEW_RUN_DIR BASELINE_RUN_DIR   (for example two commits, same config and seed)
 
 - table2.csv, table2.md, per_patient_metrics.csv: byte-equal;
-- every *.png: pixel-equal (matplotlib.image.imread arrays; byte equality is reported too);
-- report.md: line by line; a differing line is EXPECTED only if it matches EXPECTED_MD_LINES (the provenance line
-  names the config file and the run folder, which differ between two runs), otherwise UNEXPECTED;
+- every *.png: pixel-equal (matplotlib.image.imread arrays; byte equality is reported too); *.svg and *.csv: bytes;
+- volumes/: the same files, byte-equal;
+- report.md: line by line; a differing line is EXPECTED only if it matches EXPECTED_MD_LINES (the provenance names
+  the config file, the run folder, the stages' times and the versions, which differ between two runs), otherwise
+  UNEXPECTED; manifest.json, screenshot.png and browser_check.json are not compared (NOT_COMPARED);
 - report.html: the text with the embedded images cut out must match except EXPECTED lines; the embedded images
   are compared pixel by pixel, in order.
 
@@ -28,10 +30,25 @@ import numpy as np
 
 BYTE_EQUAL = ("table2.csv", "table2.md", "per_patient_metrics.csv")
 EXPECTED_MD_LINES = {
-    r"^Versions: .*\. Config: .*\. Every number above is read from this run's artifacts in .*\.$": (
-        "provenance: names the config file and the run folder (and the library versions) of the run"
+    r"^Versions: .*\. Every number in this report is read from this run's artifacts in .*\.": (
+        "provenance: the library versions, the host and the run folder of the run"
     ),
+    r"^\| (preprocess|radiomics|split|select|train|evaluate|explain) \| [0-9-]+ [0-9:]+ \| ": (
+        "provenance: when each stage ran and how long it took"
+    ),
+    r"^<table>.*<th>last run \(UTC\)</th>": "provenance: when each stage ran and how long it took",
+    r"^- Config: |^<ul><li>Excluded subjects: ": "provenance: names the config file of the run",
+    r"^(<details><summary>The effective config</summary><pre>)?run_dir: |^  root: ": (
+        "the effective config: the run folder and the data root of the run"
+    ),
+    r"^Data: /|^Data: [A-Za-z]:": "the data root of the run",
 }
+NOT_COMPARED = {
+    "manifest.json": "the stage's timing and provenance",
+    "screenshot.png": "a browser's rendering (vent report --check), not a result",
+    "browser_check.json": "the browser check's record",
+}
+"""Report files that differ between two runs of the same config by design."""
 _IMG = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 
@@ -73,11 +90,12 @@ def _compare_lines(name: str, old: str, new: str) -> bool:
 def main(new_run: Path, base_run: Path) -> int:
     new, base = new_run / "report", base_run / "report"
     ok = True
-    names = sorted(({p.name for p in base.iterdir()} | {p.name for p in new.iterdir()}) - {"manifest.json"})
+    names = sorted(({p.name for p in base.iterdir()} | {p.name for p in new.iterdir()}) - set(NOT_COMPARED))
     for name in names:
-        if name == "manifest.json":
-            continue
         a, b = base / name, new / name
+        if a.is_dir() or b.is_dir():
+            ok &= _compare_folder(name, a, b)
+            continue
         if not (a.is_file() and b.is_file()):
             print(f"MISSING  {name}: {'only in baseline' if a.is_file() else 'only in new run'}")
             ok = False
@@ -107,6 +125,18 @@ def main(new_run: Path, base_run: Path) -> int:
             print(f"{'EQUAL   ' if same else 'DIFFER  '} {name} (bytes)")
     print("RESULT:", "identical up to the expected lines" if ok else "DIFFERENCES (see above)")
     return 0 if ok else 1
+
+
+def _compare_folder(name: str, old: Path, new: Path) -> bool:
+    """A folder of the report (volumes/): the same files, each byte-equal."""
+    files = sorted({p.relative_to(old) for p in old.rglob("*") if p.is_file()}
+                   | {p.relative_to(new) for p in new.rglob("*") if p.is_file()})
+    differ = [f for f in files if not ((old / f).is_file() and (new / f).is_file()
+                                       and (old / f).read_bytes() == (new / f).read_bytes())]
+    print(f"{'EQUAL   ' if not differ else 'DIFFER  '} {name}/ ({len(files)} files, {len(differ)} differ)")
+    for f in differ[:10]:
+        print(f"  {name}/{f}")
+    return not differ
 
 
 def _compare_html(old: str, new: str) -> bool:

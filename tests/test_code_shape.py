@@ -12,7 +12,7 @@ MAX_STAGE_FUNCTION_LINES = 60
 
 def test_no_stage_function_is_longer_than_sixty_lines() -> None:
     long = []
-    for path in sorted((SRC / "stages").glob("*.py")):
+    for path in sorted((SRC / "stages").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1

@@ -10,6 +10,7 @@ checks at the end that no file of the finished run or its cohort changed, so the
 import csv
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -79,7 +80,9 @@ def test_whole_pipeline_writes_report(finished_run):
         assert f"[{stage}] runs: never run" in output
         assert layout.manifest_file(folder / "run", stage).is_file()
     report = folder / "run" / "report"
-    for name in ("report.html", "report.md", "table2.csv", "per_patient_metrics.csv", "roc.png", "saliency.png"):
+    for name in ("report.html", "report.md", "table2.csv", "per_patient_metrics.csv", "roc.png", "roc.svg",
+                 "fig3_correlation_dendrogram.png", "fig11_saliency_by_class.png", "fig12_importance_histogram.png",
+                 "fig13_key_sequences.png", "deletion_curve.png", "patient_Subject_01.png", "volumes.csv"):
         assert (report / name).is_file(), name
     for table in (layout.evaluate_file(folder / "run", "table2.csv"), report / "table2.csv"):
         rows = _rows(table)
@@ -102,6 +105,33 @@ def test_second_run_skips_everything(finished_run, tmp_path):
     for stage in STAGES:
         assert f"[{stage}] skipped: fingerprint unchanged" in result.output
     assert "0 stage(s) run" in result.output
+
+
+def test_vent_report_rebuilds_from_artifacts_alone_and_the_page_loads_in_chromium(finished_run, tmp_path):
+    config = _copy(finished_run, tmp_path)
+    run = tmp_path / "run"
+    before = {stage: layout.manifest_file(run, stage).read_bytes() for stage in STAGES[:-1]}
+    result = CliRunner().invoke(app, ["report", str(config), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "[report] runs: forced" in result.output and "report rebuilt in" in result.output
+    assert {stage: layout.manifest_file(run, stage).read_bytes() for stage in STAGES[:-1]} == before
+    check = json.loads(layout.report_file(run, "browser_check.json").read_text())
+    assert check["ok"] and check["n_images"] >= 10 and not check["broken_images"], check
+    assert check["console_errors"] == [] and check["page_errors"] == [] and check["failed_requests"] == []
+    assert layout.report_file(run, "screenshot.png").stat().st_size > 50_000
+    page = layout.report_file(run, "report.html").read_text()
+    named = re.findall(r"<figure data-file='([^']+)'>", page)
+    assert check["n_images"] == len(named)
+    for name in named:  # every figure named in the HTML exists, PNG and SVG, and is not empty
+        for path in (layout.report_file(run, name), layout.report_file(run, name).with_suffix(".svg")):
+            assert path.stat().st_size > 1000, path
+
+
+def test_vent_report_refuses_stale_upstream_artifacts(finished_run, tmp_path):
+    config = _copy(finished_run, tmp_path, CONFIG.replace("lr: 0.003", "lr: 0.002"))
+    result = CliRunner().invoke(app, ["report", str(config)])
+    assert result.exit_code != 0
+    assert "upstream stage 'train' is stale" in result.output and "vent run CONFIG --from train" in result.output
 
 
 def test_changing_lr_reruns_train_and_what_reads_it_only(finished_run, tmp_path):

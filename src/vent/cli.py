@@ -176,6 +176,49 @@ def run(
 
 
 @app.command()
+def report(
+    config: ConfigArg,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Then open the HTML in headless Chromium: full-page screenshot, every image "
+                     "loaded, no console error (needs chromium and playwright: pip install -e '.[test]')."),
+    ] = False,
+    run_dir: RunDirOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Rebuild the report from the run's artifacts alone, in seconds: no other stage runs, and every stage it reads
+    must be current (else it says which to re-run)."""
+    with _errors():
+        import time
+
+        from vent.io import layout
+        from vent.runner import execute_plan, plan_run
+        from vent.stages import all_stages, check_config
+
+        started = time.time()
+        with _RichProgress() as progress:
+            ctx = _context(config, overrides, run_dir, progress)
+            check_config(ctx.config)
+            execute_plan(ctx, plan_run(ctx, all_stages(), only="report", force=True))
+        html = layout.report_file(ctx.run_dir, "report.html")
+        typer.echo(f"report rebuilt in {time.time() - started:.1f} s: {html}")
+        if check:
+            _check_in_browser(html)
+
+
+def _check_in_browser(html: Path) -> None:
+    """Open ``html`` in headless Chromium; write the screenshot and ``browser_check.json`` beside it."""
+    from vent.report.browser import check_report_page
+
+    result = check_report_page(html)
+    typer.echo(f"browser check {result.summary()}")
+    for problem in result.problems():
+        typer.secho(f"  {problem}", fg=typer.colors.RED)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def validate(config: ConfigArg, overrides: SetOption = None) -> None:
     """Check the config and read all the data (files, phases, geometry, duplicates, HU, masks) without computing."""
     with _errors():

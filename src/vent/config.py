@@ -283,7 +283,6 @@ class ExplainConfig(_Section):
     )
     max_steps: int = Field(1024, ge=2, description="Most IG steps; a voxel still above tolerance here is warned.")
     voxels_per_class_per_case: int = Field(200, ge=1, description="Defect and healthy voxels explained per patient.")
-    top_k: int = Field(5, ge=1, description="Key sequences shown in the trend figure.")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -323,6 +322,7 @@ MOVED_KEYS = {
     "train.hidden": "train.models.<lstm|bilstm|lstm_raw>.hidden",
     "train.transformer": "train.models.transformer",
     "train.no_learning_baseline": "train.models (add or remove densest_inhale)",
+    "explain.top_k": "report.key_sequences (the rule that picks the key sequences; rule: top_k keeps top_k)",
 }
 """Keys of older configs and where they live now: an error names both, never a silent default."""
 
@@ -349,11 +349,33 @@ class EvaluateConfig(_Section):
     )
 
 
+class KeySequenceConfig(_Section):
+    """How the key sequences are picked from the importance histogram (the study's Fig. 12 does not say; the rules
+    and their formulas are in ``vent.explain.key_sequences``). The defaults equal ``pick_key_sequences``'s."""
+
+    rule: Literal["largest_gap", "above_uniform", "top_k"] = Field(
+        "largest_gap",
+        description="'largest_gap': cut the sorted importances at the largest ratio gap (natural break) among cuts "
+        "keeping min_count..max_share; 'above_uniform': importance > 1 (more than a uniform share), at most "
+        "max_share; 'top_k': the top_k largest.",
+    )
+    top_k: int = Field(5, ge=1, description="Key sequences kept by the 'top_k' rule.")
+    min_count: int = Field(1, ge=1, description="Fewest key sequences the 'largest_gap' rule keeps.")
+    max_share: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Most key sequences picked ('largest_gap', 'above_uniform'), as a share of the ranked sequences "
+        "(at least min_count).",
+    )
+
+
 class ReportConfig(_Section):
     """Tables and figures."""
 
     formats: list[Literal["html", "md"]] = ["html", "md"]
     alpha: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level for the '*' marks.")
+    key_sequences: KeySequenceConfig = Field(
+        default_factory=KeySequenceConfig, description="The rule that picks the key sequences (Fig. 12)."
+    )
 
 
 class RunConfig(_Mutable):

@@ -236,14 +236,25 @@ def plan_run(
     return plans
 
 
+PROVENANCE_PACKAGES = {
+    "numpy": "numpy", "scipy": "scipy", "SimpleITK": "SimpleITK", "h5py": "h5py", "torch": "torch",
+    "captum": "captum", "sklearn": "scikit-learn", "numba": "numba", "pydantic": "pydantic", "monai": "monai",
+    "itk-elastix": "itk-elastix", "matplotlib": "matplotlib",
+}
+"""The libraries whose versions shape results: ``{name shown: installed distribution}``."""
+
+
 def provenance() -> dict[str, Any]:
-    """Versions of vent and the libraries that shape results."""
+    """Versions of vent and the libraries that shape results (from the installed distributions' metadata, so no
+    heavy import), the host and the platform."""
+    from importlib import metadata
+
     versions: dict[str, Any] = {"vent": __version__, "python": platform.python_version()}
-    for module in ("numpy", "scipy", "SimpleITK", "h5py", "torch", "captum", "sklearn", "numba", "pydantic"):
+    for name, distribution in PROVENANCE_PACKAGES.items():
         try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - provenance must never break a run
-            versions[module] = None
+            versions[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:  # an optional library that is not installed
+            versions[name] = None
     return {"versions": versions, "host": platform.node(), "platform": platform.platform()}
 
 

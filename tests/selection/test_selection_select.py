@@ -137,3 +137,31 @@ def test_user_errors(cohort, tmp_path):
         handle.create_dataset("labels", data=np.zeros(10, dtype=np.uint8))
     with pytest.raises(DataError, match="same radiomics configuration"):
         select_features([files[0], other])
+
+
+def test_the_selection_file_carries_the_dendrogram_that_was_cut(cohort):
+    """linkage_matrix is the Z the clustering cut, over linkage_feature_ids (the constant feature left out), and
+    correlation covers every feature in file order: recomputing the linkage from it gives Z again, and cutting Z at
+    the chosen distance gives the clusters of the file."""
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import squareform
+
+    from vent.selection import correlation_distance
+
+    files, _, _ = cohort
+    summary = json.loads(json.dumps(select_features(files, max_voxels_per_case=2000).to_dict()))
+    assert summary["linkage_feature_ids"] == FEATURE_IDS[:9]  # feat_09 is constant: not clustered
+    assert summary["feature_ids"] == FEATURE_IDS and np.shape(summary["correlation"]) == (10, 10)
+    linkage_matrix = np.array(summary["linkage_matrix"])
+    assert linkage_matrix.shape == (8, 4) and linkage_matrix.dtype == np.float64
+
+    rows = [summary["feature_ids"].index(f) for f in summary["linkage_feature_ids"]]
+    correlation = np.array(summary["correlation"])[np.ix_(rows, rows)]
+    recomputed = hierarchy.linkage(squareform(correlation_distance(correlation), checks=False), method="average")
+    np.testing.assert_allclose(linkage_matrix, recomputed, rtol=0, atol=1e-12)
+
+    labels = hierarchy.fcluster(linkage_matrix, summary["cutoff"], criterion="distance")
+    clusters: dict[str, list[str]] = {}
+    for feature_id, label in zip(summary["linkage_feature_ids"], labels.tolist()):
+        clusters.setdefault(str(label), []).append(feature_id)
+    assert clusters == summary["clusters"]

@@ -30,8 +30,8 @@ def test_saliency_holds_every_folds_maps_and_the_pooled_map(tiny_run):
         assert store.attrs["format_version"] == SALIENCY_FORMAT
         assert _string_list(store.attrs["feature_ids"]) == FEATURES
         assert store.attrs["method"] == "study"
-        assert sorted(store) == sorted([f"fold_{f.index}" for f in folds] + ["pooled_map",
-                                                                             "pooled_map_where_selected"])
+        assert sorted(store) == sorted([f"fold_{f.index}" for f in folds] + [
+            "pooled_map", "pooled_map_where_selected", "pooled_map_defect", "pooled_map_healthy"])
         assert store["pooled_map"].shape == (N_PHASES, len(FEATURES))
         for fold in folds:
             group = store[f"fold_{fold.index}"]
@@ -50,12 +50,66 @@ def test_saliency_holds_every_folds_maps_and_the_pooled_map(tiny_run):
     pooled = read_pooled_saliency(layout.explain_file(tiny_run.run_dir, "saliency.h5"))
     assert pooled.feature_ids == FEATURES and pooled.method == "study"
     np.testing.assert_array_equal(pooled.pooled_map_where_selected, where)
+    for name in ("defect", "healthy"):  # NaN exactly where pooled_map is (no fold selected the sequence)
+        assert pooled.class_maps[name].shape == pooled.pooled_map.shape
+        np.testing.assert_array_equal(np.isnan(pooled.class_maps[name]), np.isnan(pooled.pooled_map))
     with open(layout.explain_file(tiny_run.run_dir, "importance.csv")) as handle:
         ranked = list(csv.DictReader(handle))
     assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
     assert {r["n_folds_total"] for r in ranked} == {"2"}
     summary = json.loads(layout.explain_file(tiny_run.run_dir, "summary.json").read_text())
     assert summary["device"] == {"requested": "cpu", "used": "cpu"}
+    for fold in summary["folds"]:
+        curve = fold["deletion_curve"]
+        assert curve["ks"] == list(range(fold["n_features"]))
+        assert curve["top_auc"][0] == curve["auc"] == fold["deletion"]["auc"]
+        assert sorted(curve["top_order_ids"]) == sorted(fold["importance"])
+        assert len(curve["random_auc_p5"]) == len(curve["ks"])
+
+
+def test_class_maps_pool_the_folds_class_maps(tiny_run):
+    from vent.explain import FoldMap, pool_fold_maps
+
+    path = layout.explain_file(tiny_run.run_dir, "saliency.h5")
+    with h5py.File(path, "r") as store:
+        groups = [store[name] for name in store if name.startswith("fold_")]
+        for g in groups:
+            assert g.attrs["n_voxels_defect"] + g.attrs["n_voxels_healthy"] == g.attrs["n_voxels"]
+        for name in ("defect", "healthy"):
+            n_class = [int(g.attrs[f"n_voxels_{name}"]) for g in groups]
+            assert all(n > 0 for n in n_class)  # the tiny cohort has both classes in every fold
+            maps = [FoldMap(_string_list(g.attrs["feature_ids"]), g[f"mean_map_{name}"][...], n)
+                    for g, n in zip(groups, n_class)]
+            expected = pool_fold_maps(maps, FEATURES).pooled_map
+            np.testing.assert_allclose(read_pooled_saliency(path).class_maps[name], expected, rtol=1e-12)
+
+
+def test_trends_per_patient_and_bands_over_patients(tiny_run):
+    folds, _ = load_folds(layout.splits_file(tiny_run.run_dir))
+    with open(layout.explain_file(tiny_run.run_dir, "trends.csv")) as handle:
+        trends = list(csv.DictReader(handle))
+    with open(layout.explain_file(tiny_run.run_dir, "trend_bands.csv")) as handle:
+        bands = list(csv.DictReader(handle))
+    assert list(trends[0]) == ["feature_id", "phase", "class", "case", "mean", "sd", "n"]
+    assert list(bands[0]) == ["feature_id", "phase", "class", "n_patients", "mean", "ci_low", "ci_high",
+                              "sd_patients", "sd_voxels", "n_voxels"]
+    test_cases = {case for fold in folds for case in fold.test}
+    assert {r["case"] for r in trends} == test_cases
+    assert all(0 < int(r["n"]) <= 6 for r in trends)  # voxels_per_class_per_case
+    for band in bands:
+        key = (band["feature_id"], band["phase"], band["class"])
+        rows = [r for r in trends if (r["feature_id"], r["phase"], r["class"]) == key]
+        means = np.array([float(r["mean"]) for r in rows])
+        assert int(band["n_patients"]) == len(rows) and int(band["n_voxels"]) == sum(int(r["n"]) for r in rows)
+        assert float(band["mean"]) == pytest.approx(means.mean(), rel=1e-5, abs=1e-9)
+        if len(rows) > 1:
+            assert float(band["ci_low"]) <= float(band["mean"]) <= float(band["ci_high"])
+            # the CSV holds 6 significant digits: the SD of close means carries the rounding of the means
+            tolerance = 1e-5 * np.abs(means).max() + 1e-9
+            assert float(band["sd_patients"]) == pytest.approx(means.std(ddof=1), abs=tolerance)
+        else:
+            assert np.isnan(float(band["ci_low"])) and np.isnan(float(band["ci_high"]))
+    assert {r["phase"] for r in bands} == {str(t) for t in range(N_PHASES)}
 
 
 def test_explain_is_not_used_when_the_reference_is_the_no_learning_rule(tiny_run):

@@ -6,13 +6,16 @@ written by vent.io.evaluation, for a config whose only method is the no-learning
 
 from __future__ import annotations
 
+import base64
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vent.config import config_from_dict
+from vent.cv import load_folds, make_patient_folds, save_folds
 from vent.evaluation import METRICS, table2_rows
 from vent.io import layout
 from vent.io.artifacts import PreprocessedCase, write_preprocessed_case
@@ -27,6 +30,8 @@ from vent.stages.report import ReportStage, threshold_note
 from vent.stages.select import SelectStage
 
 RULE = "densest_inhale"
+COHORT_ROW = {"n_phases": 3, "n_lung_voxels": 24, "lung_volume_ml": "0.19;0.2;0.19", "inhale_phase": 1,
+              "exhale_phase": 0, "defect_fraction": 0.4, "gt_threshold": 0.5, "gt_outliers": 1}
 CASES = ("Subject_01", "Subject_02", "Subject_03")
 GRID = Grid((6, 5, 4), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
@@ -60,13 +65,15 @@ def _write_run(run_dir: Path) -> Evaluation:
         coords = np.argwhere(lung > 0).astype(np.int32)
         score = np.linspace(0.0, 1.0, len(coords), dtype=np.float32)
         write_prediction(layout.prediction_file(run_dir, RULE, case),
-                         Prediction(case, RULE, fold, score, 0.7, coords, GRID), volumes=False)
+                         Prediction(case, RULE, fold, score, 0.7, coords, GRID))
         per_patient.append({"model": RULE, "case": case, "fold": fold,
                             **{m: 0.5 + 0.1 * fold + 0.01 * k for k, m in enumerate(METRICS)}})
     with open(layout.cohort_file(run_dir), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["case", "n_phases"])
+        writer = csv.DictWriter(handle, fieldnames=list(COHORT_ROW) + ["case"])
         writer.writeheader()
-        writer.writerows({"case": case, "n_phases": 3} for case in CASES)
+        writer.writerows({"case": case, **COHORT_ROW} for case in CASES)
+    folds = make_patient_folds(list(CASES), n_folds=3, val_fraction=0.2, seed=0)
+    save_folds(layout.splits_file(run_dir), folds, {"seed": 0, "n_folds": 3, "cases": list(CASES)})
     spec = get_spec(RULE)
     row = EvaluatedRow(RULE, RULE, "none", spec.label, spec.family, spec.learns, True, [],
                        {case: str(layout.prediction_file(Path("."), RULE, case)) for case in CASES})
@@ -83,9 +90,9 @@ def _write_run(run_dir: Path) -> Evaluation:
 
 def test_a_rule_only_config_needs_preprocess_and_evaluate_only(tmp_path: Path) -> None:
     rule_only = _config(tmp_path, models=[RULE], reference_model=RULE)
-    assert ReportStage().needs_for(rule_only) == ("preprocess", "evaluate")
+    assert ReportStage().needs_for(rule_only) == ("preprocess", "split", "evaluate")
     full = _config(tmp_path, models=["lstm", RULE], reference_model="lstm")
-    assert ReportStage().needs_for(full) == ("preprocess", "radiomics", "select", "evaluate", "explain")
+    assert ReportStage().needs_for(full) == ("preprocess", "radiomics", "split", "select", "evaluate", "explain")
 
 
 def test_report_of_a_rule_only_run_reads_evaluate_and_says_why_sections_are_absent(tmp_path: Path) -> None:
@@ -115,10 +122,52 @@ def test_report_of_a_rule_only_run_reads_evaluate_and_says_why_sections_are_abse
     assert "Phases in the figures: 1 max exhale, 2 max inhale, 3." in markdown
     assert "Features selected in" not in markdown and "each method sets its own" in markdown
     assert "smallest possible two-sided Wilcoxon" not in markdown  # one row: nothing is tested
-    assert {"roc.png", "example_case.png", "report.md", "report.html"} <= set(outputs)
-    assert not (report / "saliency.png").exists() and not (report / "selection.png").exists()
-    assert "Subject_01, coronal slice" in markdown  # the example case: the first prediction file of the reference
+    patient_figures = {f"patient_{case}.png" for case in CASES}
+    assert {"roc.png", "roc.svg", "per_patient_metrics.png", "report.md", "report.html"} | patient_figures <= set(
+        outputs)
+    assert not (report / "fig11_saliency_by_class.png").exists() and not (report / "selection.png").exists()
+    fold_of = {case: fold.index for fold in load_folds(layout.splits_file(config.run_dir))[0] for case in fold.test}
+    assert f"Subject_01: a test patient of fold {fold_of['Subject_01']}" in markdown
     assert evaluation.rows[0].predictions["Subject_01"] == "train/predictions/densest_inhale/Subject_01.h5"
+
+
+def test_every_figure_named_in_the_html_exists_and_is_not_empty(tmp_path: Path) -> None:
+    config = _config(tmp_path, models=[RULE], reference_model=RULE)
+    _write_run(config.run_dir)
+    ReportStage().run(RunContext(config), plan=None)
+    report = layout.stage_dir(config.run_dir, "report")
+    page = (report / "report.html").read_text()
+    named = re.findall(r"<figure data-file='([^']+)'>", page)
+    assert len(named) == 2 + len(CASES) and len(set(named)) == len(named)  # ROC, per-patient metrics, patients
+    linked = set(re.findall(r"<a href='([^']+\.(?:png|svg))'>", page))
+    assert {name.replace(".png", ".svg") for name in named} | set(named) == linked
+    for name in linked:
+        assert (report / name).stat().st_size > 1000, name
+    embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(embedded) == len(named)
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for data in embedded)
+
+
+def test_the_volumes_overlay_on_the_analysis_grid_and_are_listed(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    config = _config(tmp_path, models=[RULE], reference_model=RULE)
+    _write_run(config.run_dir)
+    ReportStage().run(RunContext(config), plan=None)
+    report = layout.stage_dir(config.run_dir, "report")
+    with open(report / "volumes.csv", newline="") as handle:
+        listed = [row["file (in report/)"] for row in csv.DictReader(handle)]
+    names = {"ct_max_exhale", "ct_max_inhale", "lung_mask", "refvi", "ground_truth", f"{RULE}_probability",
+             f"{RULE}_defect"}
+    assert set(listed) == {f"volumes/{case}/{case}_{name}.nii.gz" for case in CASES for name in names}
+    for name in listed:
+        image = sitk.ReadImage(str(report / name))
+        assert image.GetSize() == GRID.shape_zyx[::-1] and image.GetSpacing() == GRID.spacing_mm_xyz, name
+    linked = report / "volumes" / "Subject_02" / f"Subject_02_{RULE}_defect.nii.gz"
+    source = layout.prediction_map_file(config.run_dir, RULE, "Subject_02", "defect")
+    assert linked.read_bytes() == source.read_bytes()
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(report / "volumes/Subject_02/Subject_02_ground_truth.nii.gz")))
+    assert truth.sum() > 0 and set(np.unique(truth)) <= {0, 1}
 
 
 def test_threshold_note_keeps_the_old_text_for_rows_with_thresholds() -> None:

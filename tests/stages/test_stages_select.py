@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from tinyrun import FEATURES, by_stage, plan_stages, run_stages
 from vent.cv import Fold, load_folds, save_folds
 from vent.io import layout
@@ -80,3 +82,19 @@ def test_select_is_not_used_without_a_method_that_reads_selected_features(tiny_r
     assert (plans["select"].action, plans["select"].state) == ("off", "not used")
     assert plans["radiomics"].state == "current"  # the raw sequences live in the radiomics files
     assert "select" not in plans["train"].definition["upstream"]
+
+
+def test_every_selection_file_carries_the_dendrogram_its_clusters_were_cut_from(tiny_run):
+    from scipy.cluster import hierarchy
+
+    folds, _ = load_folds(layout.splits_file(tiny_run.run_dir))
+    for selection in [_read(tiny_run, "paper"), *(_read(tiny_run, "nested", f.index) for f in folds)]:
+        ids = selection["linkage_feature_ids"]
+        assert ids == [f for f in selection["feature_ids"] if f not in selection["constant_features"]]
+        linkage_matrix = np.array(selection["linkage_matrix"])
+        assert linkage_matrix.shape == (len(ids) - 1, 4)
+        labels = hierarchy.fcluster(linkage_matrix, selection["cutoff"], criterion="distance")
+        clusters: dict[str, list[str]] = {}
+        for feature_id, label in zip(ids, labels.tolist()):
+            clusters.setdefault(str(label), []).append(feature_id)
+        assert clusters == selection["clusters"]

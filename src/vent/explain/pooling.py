@@ -16,7 +16,8 @@ and pooled over folds, weighted by the V_k voxels each fold explained, in two wa
 
 A sequence a fold did not select carries no relevance in that fold's model, hence 0 there. ``importance`` (over all
 folds) ranks; ``importance_where_selected`` and ``n_folds`` say how strong and how stable a sequence is where chosen.
-The (T, F) pooled maps use the same weights on R_k.
+The (T, F) pooled maps use the same weights on R_k. The per-class maps (defect, healthy) pool each fold's mean over
+its voxels of one class the same way, with V_k the fold's voxels of that class (a fold without any is left out).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ disk. ::
       train/predictions/<row>/<case>.h5        vent.io.predictions (the prediction contract)
       train/runs.json, thresholds.json
       evaluate/per_patient_metrics.csv, table2.csv, roc.h5, rows.json
-      explain/saliency.h5, importance.csv, trends.csv, summary.json
-      report/report.html, report.md, *.png, *.csv
+      explain/saliency.h5, importance.csv, trends.csv, trend_bands.csv, summary.json
+      report/report.html, report.md, *.png, *.svg, *.csv, volumes/<case>/<case>_<name>.nii.gz
 """
 
 from __future__ import annotations
@@ -149,12 +149,24 @@ def evaluate_file(run_dir: Path, name: str) -> Path:
 
 
 def explain_file(run_dir: Path, name: str) -> Path:
-    """An output of the explain stage (``saliency.h5``, ``importance.csv``, ``trends.csv``, ``summary.json``)."""
+    """An output of the explain stage (``saliency.h5``, ``importance.csv``, ``trends.csv``, ``trend_bands.csv``,
+    ``summary.json``)."""
     return stage_dir(run_dir, "explain") / name
 
 
 def report_file(run_dir: Path, name: str) -> Path:
     return stage_dir(run_dir, "report") / name
+
+
+def report_volumes_dir(run_dir: Path) -> Path:
+    """The report's volumes for viewers: one folder per patient (``report_volume_file``)."""
+    return stage_dir(run_dir, "report") / "volumes"
+
+
+def report_volume_file(run_dir: Path, case: str, name: str) -> Path:
+    """``report/volumes/<case>/<case>_<name>.nii.gz``: a patient's CT, RefVI, ground truth or one method's map on the
+    analysis grid, named so that 3D Slicer and ITK-SNAP users find each patient's files together."""
+    return report_volumes_dir(run_dir) / case / f"{case}_{name}.nii.gz"
 
 
 def prediction_map_file(run_dir: Path, row: str, case: str, kind: str) -> Path:

@@ -24,7 +24,6 @@ __all__ = [
     "importance_figure",
     "trends_figure",
     "selection_figure",
-    "case_slices_figure",
 ]
 
 
@@ -32,13 +31,16 @@ FIGURE_DPI = 150
 """Resolution of the PNG figures: a 7-inch-wide figure is ~1000 pixels, sharp at print size."""
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
     """Write ``fig`` as ``path`` (PNG, ``FIGURE_DPI``) and beside it as SVG (same name, ``.svg``), each atomically;
-    closes the figure and returns ``path``. Every figure of the report goes through here, so every PNG has its SVG."""
+    closes the figure and returns ``path``. Every figure of the report goes through here, so every PNG has its SVG.
+    ``tight`` crops to the drawn content (one extra draw per format); a figure that lays itself out passes False.
+    The SVG carries no date and fixed element ids, so the same figure gives the same bytes."""
     path = Path(path)
     for target, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight", format=fmt)
+        with atomic_path(target) as tmp, matplotlib.rc_context({"svg.hashsalt": "vent"}):  # fixed SVG element ids
+            fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight" if tight else None, format=fmt,
+                        metadata={"Date": None} if fmt == "svg" else None)  # no date: a rerun writes the same bytes
     plt.close(fig)
     return path
 
@@ -53,13 +55,15 @@ class LineStyle:
 
 
 def method_style(model: str, row: str, label: str) -> LineStyle:
-    """A row's style: the colour of its method's position in the registry (the same in every run and figure; 20
-    distinct colours: matplotlib's tab20, the dark shades first), dashed for a variant row of a method
-    (``lstm@paper``)."""
+    """A row's style: the colour of its method's position in the registry (the same in every run and figure; 18
+    distinct colours: matplotlib's tab20 without its greys, the dark shades first), dashed for a variant row of a
+    method (``lstm@paper``)."""
     from vent.models.registry import MODEL_NAMES
 
     palette = plt.get_cmap("tab20").colors
-    ordered = palette[0::2] + palette[1::2]
+    grey = (14, 15)  # tab20's greys: invisible as a fill over a CT, so no method gets them
+    ordered = [palette[i] for i in range(0, 20, 2) if i not in grey] + [palette[i] for i in range(1, 20, 2)
+                                                                         if i not in grey]
     index = MODEL_NAMES.index(model) if model in MODEL_NAMES else len(MODEL_NAMES)
     return LineStyle(label, tuple(ordered[index % len(ordered)]), "--" if row != model else "-")
 
@@ -146,55 +150,22 @@ def trends_figure(
     return save_figure(fig, path)
 
 
-def selection_figure(sweep: Sequence[dict], correlation: np.ndarray, path: Path, chosen_cutoff: float) -> Path:
-    """Silhouette over the cut-off sweep, and the averaged correlation matrix."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+def selection_figure(sweep: Sequence[dict], path: Path, chosen_cutoff: float) -> Path:
+    """Silhouette and number of clusters over the cut-off sweep, the chosen cut-off dashed."""
+    fig, left = plt.subplots(figsize=(6.4, 3.6))
     cut = [s["cutoff"] for s in sweep if s["silhouette"] is not None]
     sil = [s["silhouette"] for s in sweep if s["silhouette"] is not None]
     ncl = [s["n_clusters"] for s in sweep if s["silhouette"] is not None]
-    left.plot(cut, sil, "o-", ms=3)
-    left.axvline(chosen_cutoff, color="tab:red", ls="--", lw=1, label="chosen cut-off")
+    left.plot(cut, sil, "o-", ms=3, label="silhouette")
+    left.axvline(chosen_cutoff, color="tab:red", ls="--", lw=1, label=f"chosen cut-off {chosen_cutoff:g}")
     outside = [s["cutoff"] for s in sweep if s["silhouette"] is not None and s.get("eligible") is False]
     if outside:  # cut-offs outside the guard band (select.min_clusters / max_clusters / max_cutoff)
         left.scatter(outside, [sil[cut.index(c)] for c in outside], s=14, color="lightgray", zorder=3,
                      label="outside the guard band")
-        left.legend(fontsize=7, loc="upper right")
-    left.set(xlabel="cut-off distance (1 - |r|)", ylabel="silhouette", title="Cut-off sweep")
+    left.legend(fontsize=7, loc="upper right")
+    left.set(xlabel="cut-off distance (1 - |r|)", ylabel="mean silhouette", title="Cut-off sweep (paper mode)")
     twin = left.twinx()
     twin.plot(cut, ncl, color="tab:gray", lw=1)
-    twin.set_ylabel("clusters", color="tab:gray")
-    image = right.imshow(correlation, vmin=-1, vmax=1, cmap="coolwarm")
-    right.set_title("Pearson correlation, averaged over phases")
-    fig.colorbar(image, ax=right)
+    twin.set_ylabel("number of clusters", color="tab:gray")
     fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def case_slices_figure(
-    ct_zyx: np.ndarray, truth_zyx: np.ndarray, probability_zyx: np.ndarray, lung_zyx: np.ndarray, path: Path, title: str
-) -> Path:
-    """A coronal slice through the lungs: CT, ground-truth defects, predicted probability."""
-    y = int(np.argmax(lung_zyx.sum(axis=(0, 2))))
-    fig, axes = plt.subplots(1, 3, figsize=(10, 4))
-    axes[0].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
-    axes[0].set_title("CT (first phase)")
-    axes[1].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
-    axes[1].imshow(
-        np.ma.masked_where(lung_zyx[:, y, :] == 0, truth_zyx[:, y, :]),
-        cmap="autumn_r",
-        alpha=0.6,
-        origin="lower",
-        vmin=0,
-        vmax=1,
-    )
-    axes[1].set_title("ground-truth defects")
-    axes[2].imshow(ct_zyx[:, y, :], cmap="gray", vmin=-1000, vmax=200, origin="lower")
-    shown = axes[2].imshow(
-        np.ma.masked_invalid(probability_zyx[:, y, :]), cmap="viridis", vmin=0, vmax=1, alpha=0.8, origin="lower"
-    )
-    axes[2].set_title("predicted defect probability")
-    fig.colorbar(shown, ax=axes[2], fraction=0.046)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

@@ -102,6 +102,12 @@ class SelectionResult:
         """(cutoff, n_clusters, silhouette) for every cut-off tried."""
         return self.clustering.sweep
 
+    @property
+    def clustered_feature_ids(self) -> list[str]:
+        """Ids of the features that entered the clustering (all but the constant ones), in file order: the leaves
+        of ``clustering.linkage_matrix`` are indices into this list."""
+        return [f for f, label in zip(self.feature_ids, self.cluster_labels.tolist()) if label > 0]
+
     def clusters(self) -> dict[int, list[str]]:
         """Feature ids of each cluster (excluded constant features are not listed)."""
         groups: dict[int, list[str]] = {}
@@ -138,6 +144,14 @@ class SelectionResult:
 
         ``sweep`` entries: cutoff, n_clusters, silhouette (under the selecting convention, as the figure plots it),
         n_singletons, silhouette_by_convention ({zero, one, exclude}) and eligible (allowed by the guard).
+
+        The dendrogram: ``linkage_matrix`` is the scipy linkage matrix Z that was cut, shape (F_c - 1, 4) (merged
+        clusters i and j, their distance 1 - |r|, the size of the merge), over the F_c features that entered the
+        clustering; ``linkage_feature_ids`` lists them, leaf i of Z being ``linkage_feature_ids[i]``. They are
+        ``feature_ids`` less ``constant_features``, in the same order. ``correlation`` covers all F ``feature_ids``
+        in file order (a constant feature's row and column are 0), so Z's leaf i is row
+        ``feature_ids.index(linkage_feature_ids[i])`` of it; ``fcluster(Z, cutoff, "distance")`` gives the cluster
+        labels of ``clusters``.
         """
         summary = self.clustering_summary()
         return {
@@ -159,6 +173,8 @@ class SelectionResult:
             ],
             "spearman": dict(zip(self.feature_ids, map(float, self.spearman))),
             "correlation": self.correlation.tolist(),
+            "linkage_matrix": np.asarray(self.clustering.linkage_matrix, dtype=np.float64).tolist(),
+            "linkage_feature_ids": self.clustered_feature_ids,
             "constant_features": list(self.constant_features),
             "partly_constant_features": list(self.partly_constant_features),
             "cases": list(self.cases),

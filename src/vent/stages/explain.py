@@ -3,18 +3,27 @@
 Reads: the reference model of every fold (``train/<model>/fold_<k>/model.pt``), its test patients' radiomics files.
 Writes:
 
-- ``explain/saliency.h5``: per fold the mean normalised (T, N_k) map over the explained voxels (each voxel's map
-  sums to 1), the same split by class (defect / healthy), the fold's feature ids and voxel count; and the pooled
-  (T, F) maps ``pooled_map`` (every fold, a sequence a fold did not select = 0 there) and
-  ``pooled_map_where_selected``, both on the relative scale R_k = T N_k M_k of ``vent.explain.pooling`` (1.0 = a
-  uniform share of a fold's cells), NaN for a sequence no fold selected;
+- ``explain/saliency.h5`` (layout in ``vent.io.saliency``): per fold the mean normalised (T, N_k) map over the
+  explained voxels (each voxel's map sums to 1), the same split by class (defect / healthy), the fold's feature ids
+  and voxel counts (all, per class); and the pooled (T, F) maps ``pooled_map`` (every fold, a sequence a fold did
+  not select = 0 there), ``pooled_map_where_selected``, and per class ``pooled_map_defect`` / ``pooled_map_healthy``
+  (as ``pooled_map``, from each fold's class map weighted by its voxels of that class; all NaN if no fold has that
+  class), all on the relative scale R_k = T N_k M_k of ``vent.explain.pooling`` (1.0 = a uniform share of a fold's
+  cells), NaN for a sequence no fold selected;
 - ``explain/importance.csv``: rank, feature_id, importance (mean over phases of ``pooled_map``: voxel-weighted over
   all folds, absent = 0; this column ranks), importance_where_selected (over the folds that selected it), n_folds
   (folds that selected it), n_folds_total; 1.0 = the sequence carries a uniform 1/N_k share of a fold's relevance;
-- ``explain/trends.csv``: for every feature selected in any fold: phase, class, mean, sd, n of the raw feature value
-  over the sampled held-out voxels (the study's "key sequences in defect vs healthy lung");
+- ``explain/trends.csv``: the raw value of every sequence selected in any fold, per patient: feature_id, phase,
+  class (defect / healthy), case, mean, sd (ddof 0), n over that patient's sampled held-out voxels of that class
+  (a patient appears for the sequences its test fold selected);
+- ``explain/trend_bands.csv``: the same over patients (``vent.explain.trends``; the study's "key sequences in
+  defect vs healthy lung", Fig. 13): feature_id, phase, class, n_patients, mean (mean of the patient means),
+  ci_low, ci_high (95% Student-t interval over patients; NaN with one patient), sd_patients (SD of the patient
+  means, ddof 1), sd_voxels (SD over all sampled voxels pooled, ddof 0), n_voxels;
 - ``explain/summary.json``: the device used, the IG settings and per-fold convergence record (steps used,
-  completeness errors), the importance definition, the deletion and randomisation checks, and ``warnings``.
+  completeness errors), the importance definition, per fold the deletion check (k = min(3, N_k - 1)), the deletion
+  curve (``deletion_curve``: AUC after removing the top-k or k random sequences, k = 0 .. N_k - 1, at most
+  ``DELETION_CURVE_POINTS`` values) and the randomisation check, the trend band definition, and ``warnings``.
 
 Config: ``explain`` (and ``train.reference_model``; ``execution.device`` and ``execution.explain_batch_size``).
 Voxels explained: a stratified sample per test patient (``voxels_per_class_per_case``), never every voxel (memory
@@ -36,7 +45,7 @@ import numpy as np
 from vent.io import layout
 from vent.io.artifacts import open_radiomics_case
 from vent.io.atomic import write_json, write_text
-from vent.io.saliency import SaliencyStore, saliency_store
+from vent.io.saliency import SALIENCY_CLASSES, SaliencyStore, saliency_store
 from vent.models.registry import get_spec
 from vent.models.sequence import ModelInputs, load_fold_model
 from vent.runner import RunContext, StagePlan
@@ -49,6 +58,15 @@ log = logging.getLogger(__name__)
 
 RANDOMISATION_VOXELS = 64
 """Voxels (evenly spaced over the first fold's sample) explained again with a re-initialised model."""
+
+DELETION_CURVE_POINTS = 12
+"""Most k values of a fold's deletion curve (evenly spaced over 0 .. N_k - 1, both ends kept)."""
+
+DELETION_RANDOM = 10
+"""Random subsets (orderings) per k of the deletion check and curve."""
+
+TREND_BAND_LEVEL = 0.95
+"""Coverage of the confidence band over patients in trend_bands.csv."""
 
 MAP_NORMALISATION = (
     "each voxel's map divided by its sum over the fold's T x N_k cells, then averaged over the fold's voxels; pooled "
@@ -68,6 +86,7 @@ class _FoldInputs:
     x: np.ndarray  # standardised, (V, T, N_k), float32
     y: np.ndarray  # labels, (V,)
     raw: np.ndarray  # raw feature values, (V, T, N_k)
+    cases: np.ndarray  # case id of each voxel, (V,), str
 
 
 def resolve_explain_device(setting: str) -> str:
@@ -99,12 +118,13 @@ def _read_fold(ctx: RunContext, fold: Any, reference: str) -> _FoldInputs:
     files = {case: ctx.case_file("radiomics", case) for case in fold.test}
     labels = {case: open_radiomics_case(path).labels() for case, path in files.items()}
     sample = stratified_voxel_sample(labels, config.voxels_per_class_per_case, seed=config.seed)
-    xs, ys, raws = [], [], []
+    xs, ys, raws, cases = [], [], [], []
     for case, index in sample.items():
         raw = read_voxel_inputs(files[case], index, inputs.kind, inputs.positions, inputs.edge_index)
         raws.append(raw)
         xs.append(np.asarray(inputs.standardiser.apply(raw), dtype=np.float32))
         ys.append(labels[case][np.sort(index)])
+        cases.append(np.full(len(index), case, dtype=object))
     return _FoldInputs(
         index=fold.index,
         model=model,
@@ -115,6 +135,7 @@ def _read_fold(ctx: RunContext, fold: Any, reference: str) -> _FoldInputs:
         x=np.concatenate(xs),
         y=np.concatenate(ys),
         raw=np.concatenate(raws),
+        cases=np.concatenate(cases).astype(str),
     )
 
 
@@ -144,15 +165,7 @@ def _explain_fold(
     inputs: _FoldInputs, config: Any, device: str, batch_size: int, randomise: bool
 ) -> tuple[Any, dict[str, Any]]:
     """Explain one fold's voxels on arrays; returns (ExplainResult with voxel maps, JSON fold summary)."""
-    import torch
-
-    from vent.explain import (
-        deletion_check,
-        explain_sample,
-        model_randomisation_check,
-        probability_forward,
-        relative_map,
-    )
+    from vent.explain import explain_sample, model_randomisation_check, relative_map
 
     kwargs = _explain_kwargs(config, device, batch_size)
     result = explain_sample(inputs.model, inputs.x, keep_voxel_maps=True, **kwargs)
@@ -168,15 +181,7 @@ def _explain_fold(
     }
     warnings = [f"fold {inputs.index}: {message}" for message in result.warnings]
     if len(ids) > 1 and len(np.unique(y)) == 2:
-        summary["deletion"] = deletion_check(
-            probability_forward(inputs.model),
-            torch.as_tensor(inputs.x, device=device),
-            y,
-            result.importance,
-            k=max(1, min(3, len(ids) - 1)),
-            n_random=10,
-            seed=config.seed,
-        )
+        summary.update(_deletion(inputs, result.importance, device, config.seed))
     if randomise:
         check = model_randomisation_check(
             _random_model(inputs.spec, config.seed), inputs.x, result.voxel_maps, RANDOMISATION_VOXELS, **kwargs
@@ -187,16 +192,38 @@ def _explain_fold(
     return result, summary
 
 
-def _write_fold_maps(store: SaliencyStore, inputs: _FoldInputs, result: Any) -> None:
-    """One fold's mean normalised map, split by class, with its feature ids and voxel count."""
+def _deletion(inputs: _FoldInputs, importance: np.ndarray, device: str, seed: int) -> dict[str, Any]:
+    """The fold's deletion check (one k) and deletion curve (k = 0 .. N_k - 1), with the sequence ids of the ranking."""
+    import torch
+
+    from vent.explain import deletion_check, deletion_curve, deletion_ks, probability_forward
+
+    forward, x = probability_forward(inputs.model), torch.as_tensor(inputs.x, device=device)
+    n_sequences = len(inputs.feature_ids)
+    check = deletion_check(forward, x, inputs.y, importance, k=max(1, min(3, n_sequences - 1)),
+                           n_random=DELETION_RANDOM, seed=seed)
+    curve = deletion_curve(forward, x, inputs.y, importance, deletion_ks(n_sequences, DELETION_CURVE_POINTS),
+                           n_random=DELETION_RANDOM, seed=seed)
+    curve["top_order_ids"] = [inputs.feature_ids[j] for j in curve["top_order"]]
+    return {"deletion": check, "deletion_curve": curve}
+
+
+def _class_maps(inputs: _FoldInputs, result: Any) -> dict[str, tuple[np.ndarray, int]]:
+    """The fold's mean normalised map over its voxels of each class it has, with that class's voxel count."""
     from vent.explain import normalise_maps
 
     normalised = normalise_maps(result.voxel_maps)
-    class_maps = {
-        name: normalised[inputs.y == label].mean(axis=0)
-        for label, name in ((1, "defect"), (0, "healthy"))
+    return {
+        name: (normalised[inputs.y == label].mean(axis=0), int((inputs.y == label).sum()))
+        for label, name in enumerate(SALIENCY_CLASSES)
         if (inputs.y == label).any()
     }
+
+
+def _write_fold_maps(
+    store: SaliencyStore, inputs: _FoldInputs, result: Any, class_maps: dict[str, tuple[np.ndarray, int]]
+) -> None:
+    """One fold's mean normalised map, split by class, with its feature ids and voxel count."""
     store.add_fold(inputs.index, result.mean_map, class_maps, inputs.feature_ids, len(inputs.y),
                    int(result.steps_per_voxel.max()))
 
@@ -221,30 +248,50 @@ def _importance_csv(pooled: Any | None) -> str:
     return buffer.getvalue()
 
 
-def _trends_csv(trend_values: dict[tuple[str, int], list[np.ndarray]], n_phases: int) -> str:
-    """trends.csv: raw value of every selected sequence per phase and class over the sampled held-out voxels."""
+def _trend_summaries(trend_values: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]]) -> dict[Any, Any]:
+    """Per (feature_id, label): the sequence's per-patient means and band over patients (``summarise_trend``)."""
+    from vent.explain import summarise_trend
+
+    return {
+        key: summarise_trend(
+            np.concatenate([values for values, _ in chunks]),
+            np.concatenate([cases for _, cases in chunks]),
+            level=TREND_BAND_LEVEL,
+        )
+        for key, chunks in sorted(trend_values.items())
+    }
+
+
+def _trends_csv(summaries: dict[tuple[str, int], Any]) -> str:
+    """trends.csv: raw value of every selected sequence per phase, class and patient over its sampled voxels."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["feature_id", "phase", "class", "mean", "sd", "n"])
-    for (feature_id, label), chunks in sorted(trend_values.items()):
-        values = np.concatenate(chunks)
-        for t in range(n_phases):
-            writer.writerow(
-                [
-                    feature_id,
-                    t,
-                    "defect" if label else "healthy",
-                    f"{values[:, t].mean():.6g}",
-                    f"{values[:, t].std():.6g}",
-                    len(values),
-                ]
-            )
+    writer.writerow(["feature_id", "phase", "class", "case", "mean", "sd", "n"])
+    for (feature_id, label), trend in summaries.items():
+        for p, case in enumerate(trend.cases):
+            for t in range(trend.case_mean.shape[1]):
+                writer.writerow([feature_id, t, SALIENCY_CLASSES[label], case, f"{trend.case_mean[p, t]:.6g}",
+                                 f"{trend.case_sd[p, t]:.6g}", int(trend.case_n[p])])
+    return buffer.getvalue()
+
+
+def _trend_bands_csv(summaries: dict[tuple[str, int], Any]) -> str:
+    """trend_bands.csv: per sequence, phase and class the mean over patients with its confidence band."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["feature_id", "phase", "class", "n_patients", "mean", "ci_low", "ci_high", "sd_patients",
+                     "sd_voxels", "n_voxels"])
+    for (feature_id, label), trend in summaries.items():
+        for t in range(len(trend.mean)):
+            values = (trend.mean[t], trend.ci_low[t], trend.ci_high[t], trend.sd_patients[t], trend.sd_voxels[t])
+            writer.writerow([feature_id, t, SALIENCY_CLASSES[label], len(trend.cases),
+                             *(f"{v:.6g}" for v in values), trend.n_voxels])
     return buffer.getvalue()
 
 
 def _summary(ctx: RunContext, device: str, folds: list[dict[str, Any]]) -> dict[str, Any]:
     """summary.json: settings, device, per-fold checks and every warning, for the report."""
-    from vent.explain import IG_METHOD, IMPORTANCE_DEFINITION
+    from vent.explain import DELETION_CURVE_DEFINITION, IG_METHOD, IMPORTANCE_DEFINITION, TREND_BAND_DEFINITION
 
     config = ctx.config.explain
     return {
@@ -267,6 +314,8 @@ def _summary(ctx: RunContext, device: str, folds: list[dict[str, Any]]) -> dict[
         "map_normalisation": MAP_NORMALISATION,
         "importance_definition": IMPORTANCE_DEFINITION,
         "importance_ranked_by": "importance",
+        "deletion_curve_definition": DELETION_CURVE_DEFINITION,
+        "trend_bands": {"level": TREND_BAND_LEVEL, "definition": TREND_BAND_DEFINITION},
         "folds": folds,
         "warnings": [message for f in folds for message in f["warnings"]],
     }
@@ -274,34 +323,55 @@ def _summary(ctx: RunContext, device: str, folds: list[dict[str, Any]]) -> dict[
 
 @dataclass
 class _Collected:
-    """What the folds' explanations add up to: the pooled inputs, trend values and per-fold summaries."""
+    """What the folds' explanations add up to: the pooled inputs (all voxels, and per class), trend values (raw
+    values and case ids per (feature_id, label)) and per-fold summaries."""
 
     fold_maps: list[Any]
-    trend_values: dict[tuple[str, int], list[np.ndarray]]
+    class_fold_maps: dict[str, list[Any]]
+    trend_values: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]]
     summaries: list[dict[str, Any]]
 
 
-def _collect(inputs: _FoldInputs, result: Any, collected: _Collected) -> None:
-    """Add one radiomic fold's mean map and raw sequence values to the pooled figures."""
+def _collect(
+    inputs: _FoldInputs, result: Any, class_maps: dict[str, tuple[np.ndarray, int]], collected: _Collected
+) -> None:
+    """Add one radiomic fold's mean maps (all voxels, per class) and raw sequence values to the pooled figures."""
     from vent.explain import FoldMap
 
     collected.fold_maps.append(FoldMap(inputs.feature_ids, result.mean_map, len(inputs.y)))
+    for name, (mean_map, n_voxels) in class_maps.items():
+        collected.class_fold_maps.setdefault(name, []).append(FoldMap(inputs.feature_ids, mean_map, n_voxels))
     for j, feature_id in enumerate(inputs.feature_ids):
         for label in (0, 1):
-            collected.trend_values.setdefault((feature_id, label), []).append(inputs.raw[inputs.y == label, :, j])
+            chosen = inputs.y == label
+            if chosen.any():
+                collected.trend_values.setdefault((feature_id, label), []).append(
+                    (inputs.raw[chosen, :, j], inputs.cases[chosen])
+                )
 
 
-def _write_pooled(store: SaliencyStore, pooled: Any | None, all_ids: list[str], n_phases: int, method: str) -> None:
-    """The pooled maps over folds (NaN when the reference model has no radiomic sequences)."""
+def _write_pooled(
+    store: SaliencyStore, pooled: Any | None, collected: _Collected, all_ids: list[str], n_phases: int, method: str
+) -> None:
+    """The pooled maps over folds, all voxels and per class (NaN when the reference model has no radiomic sequences
+    or, per class, when no fold has voxels of that class)."""
+    from vent.explain import pool_fold_maps
+
     empty = np.full((n_phases, len(all_ids)), np.nan)
+    class_maps = {
+        name: pool_fold_maps(collected.class_fold_maps[name], all_ids).pooled_map
+        if collected.class_fold_maps.get(name) else empty
+        for name in SALIENCY_CLASSES
+    }
     store.set_pooled(pooled.pooled_map if pooled else empty,
-                     pooled.pooled_map_where_selected if pooled else empty, all_ids, method, MAP_NORMALISATION)
+                     pooled.pooled_map_where_selected if pooled else empty, class_maps, all_ids, method,
+                     MAP_NORMALISATION)
 
 
 class ExplainStage(Stage):
     name = "explain"
     needs = ("train",)
-    version = "3"
+    version = "4"
 
     def unused_reason(self, config: Any) -> str | None:
         spec = get_spec(config.train.reference_model)
@@ -318,7 +388,7 @@ class ExplainStage(Stage):
         folds = read_splits(ctx.run_dir, cases)
         first = open_radiomics_case(ctx.case_file("radiomics", cases[0]))
         all_ids = first.feature_ids + edge_input_ids(ctx.config.train.edge_inputs)
-        collected = _Collected([], {}, [])
+        collected = _Collected([], {}, {}, [])
         with (
             saliency_store(layout.explain_file(ctx.run_dir, "saliency.h5")) as store,
             ctx.progress.task("explain (folds)", total=len(folds)) as bar,
@@ -327,9 +397,11 @@ class ExplainStage(Stage):
                 self._explain_one(ctx, fold, device, store, collected)
                 bar.advance(1)
             pooled = pool_fold_maps(collected.fold_maps, all_ids) if collected.fold_maps else None
-            _write_pooled(store, pooled, all_ids, first.n_phases, config.method)
+            _write_pooled(store, pooled, collected, all_ids, first.n_phases, config.method)
         write_text(layout.explain_file(ctx.run_dir, "importance.csv"), _importance_csv(pooled))
-        write_text(layout.explain_file(ctx.run_dir, "trends.csv"), _trends_csv(collected.trend_values, first.n_phases))
+        trends = _trend_summaries(collected.trend_values)
+        write_text(layout.explain_file(ctx.run_dir, "trends.csv"), _trends_csv(trends))
+        write_text(layout.explain_file(ctx.run_dir, "trend_bands.csv"), _trend_bands_csv(trends))
         summary = _summary(ctx, device, collected.summaries)
         write_json(layout.explain_file(ctx.run_dir, "summary.json"), summary)
         if summary["warnings"]:
@@ -339,7 +411,8 @@ class ExplainStage(Stage):
         return {
             "saliency.h5": "saliency maps",
             "importance.csv": "importance per sequence",
-            "trends.csv": "key sequences in defect vs healthy",
+            "trends.csv": "key sequences in defect vs healthy, per patient",
+            "trend_bands.csv": "key sequences in defect vs healthy: mean over patients with 95% t-interval",
             "summary.json": "IG checks",
         }
 
@@ -352,7 +425,8 @@ class ExplainStage(Stage):
         randomise = not randomised and len(inputs.feature_ids) > 2
         batch_size = ctx.config.execution.explain_batch_size
         result, summary = _explain_fold(inputs, ctx.config.explain, device, batch_size, randomise)
-        _write_fold_maps(store, inputs, result)
+        class_maps = _class_maps(inputs, result)
+        _write_fold_maps(store, inputs, result, class_maps)
         collected.summaries.append(summary)
         if inputs.kind == "radiomics":
-            _collect(inputs, result, collected)
+            _collect(inputs, result, class_maps, collected)

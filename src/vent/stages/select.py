@@ -3,7 +3,14 @@
 Reads: ``radiomics/<case>.h5`` and ``split/splits.json``. Writes:
 
 - ``select/paper.json``: selection on all patients, as the study published it (its labels leak into test folds);
-- ``select/nested_fold<k>.json``: selection from fold k's training and validation patients only (no leakage);
+- ``select/nested_fold<k>.json``: selection from fold k's training and validation patients only (no leakage).
+  Each selection file (``SelectionResult.to_dict``) holds ``selected``, ``n_selected``, ``feature_ids`` (all F, file
+  order), ``clusters``, the clustering summary below, ``sweep``, ``spearman``, ``correlation`` (F x F Pearson r
+  averaged over phases, rows and columns in ``feature_ids`` order; a constant feature's row and column are 0),
+  ``linkage_matrix`` (the scipy linkage matrix Z that was cut, (F_c - 1) x 4: merged clusters, distance 1 - |r|,
+  size) and ``linkage_feature_ids`` (the F_c features that entered the clustering, i.e. ``feature_ids`` less
+  ``constant_features`` in the same order; Z's leaf i is ``linkage_feature_ids[i]``), ``constant_features``,
+  ``partly_constant_features``, ``cases``, ``n_voxels``, ``n_sampled``, ``target``, ``linkage``, ``seed``;
 - ``select/summary.json``: which mode feeds the models and, for paper mode and each nested fold, the selected ids
   and the clustering: ``cophenetic_cc``, ``cutoff``, ``silhouette``, ``n_clusters``, ``n_singletons`` (the chosen
   cut), ``singleton_silhouette`` (the convention that selected), ``silhouette_by_convention`` (every convention's
@@ -34,7 +41,7 @@ log = logging.getLogger(__name__)
 class SelectStage(Stage):
     name = "select"
     needs = ("split", "radiomics")
-    version = "3"
+    version = "4"  # 4: selection files carry the dendrogram (linkage_matrix, linkage_feature_ids)
 
     def unused_reason(self, config: Any) -> str | None:
         if "select" in needed_stages(config.train.models):
