@@ -44,6 +44,8 @@ class ReportBuild:
     pre_attrs: dict[str, dict[str, Any]]
     phase_labels: list[str]
     outputs: dict[str, Any] = field(default_factory=dict)
+    volume_rows: list[list[str]] = field(default_factory=list)
+    """The NIfTI volumes written for viewers (case, method, content, file), listed by the volumes section."""
 
     @property
     def config(self) -> Any:

@@ -61,7 +61,8 @@ def patients_section(report: ReportBuild) -> None:
         "the first phase's CT (filled in the method's colour, the ground-truth defects outlined in white; the "
         "frame has the method's colour in every figure). Dice = the patient's Dice of that method."
     )
-    with report.ctx.progress.task("report (patients)", total=len(report.cases)) as bar:
+    report.volume_rows = []
+    with report.ctx.progress.task("report (patients and volumes)", total=len(report.cases)) as bar:
         for case in report.cases:
             pre = read_preprocessed_case(layout.case_file(report.run_dir, "preprocess", case))
             panels = PatientPanels(
@@ -73,12 +74,12 @@ def patients_section(report: ReportBuild) -> None:
             y, z = patient_panel_figure(panels, report.path(name))
             report.figure(name, f"{_panel_title(report, case)}; coronal slice y = {y}, axial slice z = {z} "
                           "(analysis-grid indices).", f"panels of {case}")
+            report.volume_rows += _case_volumes(report, case, pre)  # while the case is in memory: read it once
             bar.advance(1)
 
 
-def _case_volumes(report: ReportBuild, case: str) -> list[list[str]]:
+def _case_volumes(report: ReportBuild, case: str, pre: Any) -> list[list[str]]:
     """Write one patient's own volumes and link its prediction volumes; returns the index rows."""
-    pre = read_preprocessed_case(layout.case_file(report.run_dir, "preprocess", case))
     attrs = report.pre_attrs[case]
     lung = pre.lung_mask_zyx > 0
     own = {
@@ -107,13 +108,10 @@ def _case_volumes(report: ReportBuild, case: str) -> list[list[str]]:
 
 
 def volumes_section(report: ReportBuild) -> None:
-    """The volumes for viewers: written or linked into ``report/volumes/<case>/``, listed in ``volumes.csv``."""
+    """The volumes for viewers, written or linked into ``report/volumes/<case>/`` by ``patients_section``: listed
+    in ``volumes.csv`` and in the report."""
     report.doc.heading("Volumes for 3D Slicer and ITK-SNAP")
-    rows: list[list[str]] = []
-    with report.ctx.progress.task("report (volumes)", total=len(report.cases)) as bar:
-        for case in report.cases:
-            rows += _case_volumes(report, case)
-            bar.advance(1)
+    rows = report.volume_rows
     table = Table(["case", "method", "content", "file (in report/)"], rows)
     write_text(report.path("volumes.csv"), table.to_csv())
     report.outputs["volumes.csv"] = "index of the NIfTI volumes in volumes/"

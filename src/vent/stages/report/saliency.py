@@ -62,7 +62,7 @@ def _key_sequences(report: ReportBuild, names: list[str], values: np.ndarray) ->
         "fig12_importance_histogram.png",
         f"Fig. 12: histogram of the importance scores of the {len(names)} radiomic sequences (importance 1 = a "
         f"uniform share of the saliency), with the rule that picks the key sequences drawn (report.key_sequences."
-        f"rule = '{key.rule}'): {key.description} Key sequences: {', '.join(names[i] for i in key.picked) or 'none'}.",
+        f"rule = '{key.rule}'). {key.description} Picked: {', '.join(names[i] for i in key.picked) or 'none'}.",
         "Fig. 12",
     )
     figures.importance_figure(names, values, report.path("importance.png"), max(1, len(key.picked)))
@@ -75,14 +75,14 @@ def _key_sequences(report: ReportBuild, names: list[str], values: np.ndarray) ->
     return key
 
 
-def _class_maps(report: ReportBuild, key_names: list[str]) -> list[str] | None:
-    """Fig. 11: the averaged map of all, defect and healthy held-out voxels; returns the sequences by importance."""
+def _class_maps(report: ReportBuild) -> None:
+    """Fig. 11: the averaged map of all, defect and healthy held-out voxels (sequences ordered by importance)."""
     from vent.report.explain_figures import class_saliency_figure
 
     saliency = read_pooled_saliency(layout.explain_file(report.run_dir, "saliency.h5"))
     present = ~np.all(np.isnan(saliency.pooled_map), axis=0)
     if not present.any():
-        return None
+        return
     shown = [i for i in range(len(saliency.feature_ids)) if present[i]]
     maps = {"all": saliency.pooled_map[:, shown]}
     maps.update({name: values[:, shown] for name, values in saliency.class_maps.items()})
@@ -97,7 +97,6 @@ def _class_maps(report: ReportBuild, key_names: list[str]) -> list[str] | None:
         "before averaging, then rescaled so that 1 = a uniform share of a fold's cells; grey = no fold selected it.",
         "Fig. 11",
     )
-    return ids
 
 
 def _trend_bands(report: ReportBuild, key_names: list[str]) -> None:
@@ -180,7 +179,7 @@ def explain_section(report: ReportBuild) -> None:
     if importance:
         names = [r["feature_id"] for r in importance]
         values = np.array([float(r["importance"]) for r in importance])
+        _class_maps(report)
         key = _key_sequences(report, names, values)
-        _class_maps(report, [names[i] for i in key.picked])
         _trend_bands(report, [names[i] for i in key.picked])
     _checks(report, summary["folds"])
