@@ -376,6 +376,11 @@ class ReportConfig(_Section):
     key_sequences: KeySequenceConfig = Field(
         default_factory=KeySequenceConfig, description="The rule that picks the key sequences (Fig. 12)."
     )
+    cohort_name: str | None = Field(
+        None,
+        description="How the figures name the cohort (e.g. 'Galligas PET cohort'); null = from data.synthetic's "
+        "modality, else '<data folder name> cohort'.",
+    )
 
 
 class RunConfig(_Mutable):

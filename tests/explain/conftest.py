@@ -43,11 +43,12 @@ class Planted:
 
 @pytest.fixture(scope="session")
 def make_tiny_lstm():
-    """Factory of seeded, untrained TinyLSTMs in eval mode: make_tiny_lstm(seed, hidden=16, layers=1)."""
+    """Factory of seeded, untrained TinyLSTMs in eval mode: make_tiny_lstm(seed, hidden=16, layers=1,
+    n_sequences=N_SEQUENCES)."""
 
-    def make(seed: int, hidden: int = 16, layers: int = 1) -> TinyLSTM:
+    def make(seed: int, hidden: int = 16, layers: int = 1, n_sequences: int = N_SEQUENCES) -> TinyLSTM:
         torch.manual_seed(seed)
-        return TinyLSTM(hidden=hidden, layers=layers).eval()
+        return TinyLSTM(n_sequences, hidden=hidden, layers=layers).eval()
 
     return make
 
@@ -83,17 +84,27 @@ def planted() -> Planted:
         return _train_planted()
 
 
+def fit_tiny(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150) -> torch.nn.Module:
+    """Full-batch Adam (lr 0.01) on BCE for ``steps`` steps, then eval mode. Not to saturation: a saturated sigmoid
+    makes IG's integrand steep."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimiser.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def train_tiny():
+    """``fit_tiny`` as a fixture, for tests that plant their own signal: train_tiny(model, x, y, steps=150)."""
+    return fit_tiny
+
+
 def _train_planted() -> Planted:
     torch.manual_seed(0)
     x_train, y_train = make_planted(2000, seed=1)
     x_test, y_test = make_planted(400, seed=2)
-    model = TinyLSTM()
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    for _ in range(150):  # not to saturation: a saturated sigmoid makes IG's integrand steep
-        optimiser.zero_grad()
-        loss = loss_fn(model(x_train), y_train)
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    model = fit_tiny(TinyLSTM(), x_train, y_train)
     return Planted(x_train, y_train, x_test, y_test.numpy(), model)

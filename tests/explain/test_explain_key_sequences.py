@@ -115,36 +115,17 @@ PLANTED = {1: (1.0, (1, 3)), 4: (0.6, (2, 4))}
 """Sequence -> (weight, phases) of its share of the label's signal."""
 
 
-class _LSTM(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(N_SEQUENCES, 16, batch_first=True)
-        self.head = torch.nn.Linear(16, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output, _ = self.lstm(x)
-        return self.head(output[:, -1]).squeeze(-1)
-
-
 def _planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(n, N_PHASES, N_SEQUENCES, generator=torch.Generator().manual_seed(seed))
     signal = sum(weight * x[:, list(phases), sequence].sum(dim=1) for sequence, (weight, phases) in PLANTED.items())
     return x, (signal > 0).float()
 
 
-def test_the_key_sequence_rule_picks_the_planted_sequences_on_planted_signal_data() -> None:
+def test_the_key_sequence_rule_picks_the_planted_sequences_on_planted_signal_data(make_tiny_lstm, train_tiny) -> None:
     """A tiny LSTM trained on the planted task (~2 s on one CPU thread), explained by the pipeline's functions."""
-    torch.manual_seed(0)
     x_train, y_train = _planted(2000, seed=1)
     x_test, _ = _planted(100, seed=2)
-    model = _LSTM()
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss_fn(model(x_train), y_train).backward()
-        optimiser.step()
-    model.eval()
+    model = train_tiny(make_tiny_lstm(0, n_sequences=N_SEQUENCES), x_train, y_train)
     result = explain_sample(model, x_test, method="study", n_steps=50)
     importance = relative_map(result.mean_map).mean(axis=0)  # as the explain stage computes a fold's importance
     key = pick_key_sequences(importance)

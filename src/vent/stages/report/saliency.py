@@ -18,14 +18,17 @@ from vent.stages.report.context import ReportBuild, fmt, read_csv
 __all__ = ["explain_section", "COHORT_NAMES"]
 
 COHORT_NAMES = {"pet": "Galligas PET cohort", "spect": "DTPA-SPECT cohort"}
-"""How the figures name a cohort by ``data.modality`` (or the synthetic cohort's modality)."""
+"""How the figures name a synthetic cohort by its modality (``data.synthetic.modality``)."""
 
 
 def _cohort_name(report: ReportBuild) -> str:
+    """``report.cohort_name``; else the synthetic cohort's modality; else the data folder's name."""
     data = report.config.data
-    modality = data.synthetic.modality if data.synthetic else getattr(data, "modality", None)
-    name = COHORT_NAMES.get(str(modality).lower(), f"{modality} cohort" if modality else "this cohort")
-    return f"synthetic {name}" if data.synthetic else name
+    if report.config.report.cohort_name:
+        return report.config.report.cohort_name
+    if data.synthetic:
+        return f"synthetic {COHORT_NAMES.get(data.synthetic.modality, data.synthetic.modality + ' cohort')}"
+    return f"{data.root.name} cohort"
 
 
 def _explain_intro(report: ReportBuild, summary: dict[str, Any]) -> None:
