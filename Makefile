@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # build of torch into the venv first (see README, "GPU workstation"); this pin is then skipped if torch is present.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo demo-full test test-fast clean-demo
+.PHONY: install browser demo demo-full test test-fast clean-demo
 
 install: $(VENV)/.installed
 
@@ -23,10 +23,18 @@ demo: install
 demo-full: install
 	$(BIN)/vent run configs/demo_full.yaml
 
-test: install
+# The report's browser test opens the HTML in headless Chromium (Debian's package; Playwright from the test extras
+# drives it). Installed here when missing and apt-get can (root); otherwise this says what to run.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$VENT_CHROMIUM" ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  { echo "make: the tests need Chromium: run 'sudo apt-get install -y chromium' (or set VENT_CHROMIUM)"; exit 1; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean-demo:
