@@ -103,10 +103,11 @@ def grid_of(image: sitk.Image) -> Grid:
 
 
 def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk.Image:
-    """Read a 3D image with SimpleITK, with errors that name the file.
+    """Read a 3D image (a file, or a folder of one DICOM series) with SimpleITK, with errors that name the file.
 
     Args:
-        path: any format SimpleITK reads (.mha, .mhd, .nii.gz, .nrrd, ...).
+        path: any format SimpleITK reads (.mha, .mhd, .nii.gz, .nrrd, ...), or a folder holding one DICOM series
+            (``read_dicom_series``).
         what: what the file is, for the error message ("phase image", "lung mask", ...).
         allow_nan: accept NaN/inf values (the caller checks where they are).
 
@@ -115,6 +116,8 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
             read, so a file cut short is caught here (for NIfTI, whose reader pads it with zeros, by its length).
     """
     path = Path(path)
+    if path.is_dir():
+        return _checked(read_dicom_series(path, what), path, what, allow_nan)
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist; check the data root and the subject's folder")
     try:
@@ -127,6 +130,11 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
         ) from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, what)
+    return _checked(image, path, what, allow_nan)
+
+
+def _checked(image: sitk.Image, path: Path, what: str, allow_nan: bool) -> sitk.Image:
+    """``image`` if it is one scalar 3D volume with finite values (unless ``allow_nan``); else a DataError."""
     if image.GetDimension() != 3:
         raise DataError(f"{what} {path} is {image.GetDimension()}D; vent needs one 3D volume per file")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -139,6 +147,45 @@ def read_image(path: Path, what: str = "image", allow_nan: bool = False) -> sitk
             n_bad = int((~np.isfinite(values)).sum())
             raise DataError(f"{what} {path} holds {n_bad} NaN or infinite values; fix or mask them before running vent")
     return image
+
+
+def read_dicom_series(folder: Path, what: str = "image") -> sitk.Image:
+    """The one DICOM series in ``folder`` as a 3D image (GDCM through SimpleITK: slices sorted by position, the
+    rescale slope and intercept applied, so a CT comes out in HU).
+
+    Raises:
+        DataError: the folder holds no DICOM series, or several (each listed with its UID, description and number of
+            files, so the user can give one series per folder), or the series cannot be read.
+    """
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(f"{what} {folder} is a folder without a DICOM series; give an image file or a DICOM folder")
+    if len(series) > 1:
+        listed = "; ".join(_series_summary(folder, uid) for uid in series)
+        raise DataError(
+            f"{what} {folder} holds {len(series)} DICOM series ({listed}); put each series in its own folder and "
+            "name the one to use"
+        )
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        log.debug("SimpleITK could not read the series in %s: %s", folder, error)
+        raise DataError(f"{what} {folder}: the DICOM series {series[0]} could not be read ({len(files)} files); "
+                        "export it again") from None
+
+
+def _series_summary(folder: Path, uid: str) -> str:
+    """``UID 'description' (N files)`` of one series in ``folder``, for an error message."""
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    header.LoadPrivateTagsOff()
+    header.ReadImageInformation()
+    description = header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
+    return f"{uid}{f' {description!r}' if description else ''} ({len(files)} files)"
 
 
 def read_lung_mask(path: Path, what: str = "lung mask") -> tuple[sitk.Image, str | None]:
