@@ -13,7 +13,7 @@ MAX_STAGE_FUNCTION_LINES = 60
 def test_no_stage_function_is_longer_than_sixty_lines() -> None:
     long = []
     for path in sorted((SRC / "stages").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_STAGE_FUNCTION_LINES:
@@ -30,7 +30,7 @@ def test_run_folder_paths_are_built_only_in_the_layout_module() -> None:
     for path in sorted(SRC.rglob("*.py")):
         if str(path.relative_to(SRC)) in allowed:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             is_join = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
             right = node.right if is_join else None
             if isinstance(right, ast.JoinedStr) or (isinstance(right, ast.Constant) and isinstance(right.value, str)):

@@ -47,7 +47,17 @@ def test_read_ct_and_mask_apply_the_checks(tmp_path):
 def _write_dicom_series(image: sitk.Image, folder: Path, series_uid: str, description: str) -> None:
     """Write ``image`` (int16 HU) as a CT DICOM series, one file per slice, with the position and orientation tags
     that place it in space (as a scanner export would)."""
+    import locale
+
     folder.mkdir(parents=True, exist_ok=True)
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer switches the process to the "C" locale
+    try:
+        _write_slices(image, folder, series_uid, description)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(image: sitk.Image, folder: Path, series_uid: str, description: str) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     direction = image.GetDirection()
@@ -77,9 +87,13 @@ def _ct_volume() -> sitk.Image:
 
 
 def test_a_dicom_series_folder_reads_as_the_volume_it_holds(tmp_path) -> None:
+    import locale
+
     image = _ct_volume()
     _write_dicom_series(image, tmp_path / "phase_01", "1.2.826.0.1.3680043.2.1125.2", "phase1")
+    before = locale.setlocale(locale.LC_ALL)
     read = read_image(tmp_path / "phase_01", "phase image")
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM's "C" locale does not leak into the process
     assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
     assert np.allclose(read.GetSpacing(), image.GetSpacing(), atol=1e-4)  # DICOM stores decimal strings
     assert np.allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)

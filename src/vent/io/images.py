@@ -153,10 +153,23 @@ def read_dicom_series(folder: Path, what: str = "image") -> sitk.Image:
     """The one DICOM series in ``folder`` as a 3D image (GDCM through SimpleITK: slices sorted by position, the
     rescale slope and intercept applied, so a CT comes out in HU).
 
+    GDCM switches the process's C locale to "C" while it parses (LC_CTYPE included, which makes Python's default
+    text encoding ASCII afterwards); the locale is put back as it was.
+
     Raises:
         DataError: the folder holds no DICOM series, or several (each listed with its UID, description and number of
             files, so the user can give one series per folder), or the series cannot be read.
     """
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _read_one_series(folder, what)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _read_one_series(folder: Path, what: str) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
