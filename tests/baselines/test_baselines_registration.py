@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from vent.baselines.registration import (
+    RegistrationError,
     elastix_parameter_map,
     physical_to_grid_frame,
     register_phases,
@@ -187,3 +188,22 @@ def test_simpleitk_recovers_the_planted_field_near_the_lung_base(planted_breathi
     assert np.linalg.norm(u[:, :n_z], axis=0)[lung].mean() > 4.0
     assert errors.mean() < 1.5 and np.percentile(errors, 95) < 3.5
     assert registration.backend == "simpleitk" and registration.details["stop"]
+
+
+def test_an_elastix_failure_quotes_its_log_and_says_what_to_change(monkeypatch):
+    """elastix only raises "see elastix log": the error must carry the log's reason and the settings to change."""
+    import itk
+
+    def failing(fixed, moving, output_directory, **kwargs):
+        (Path(output_directory) / "elastix.log").write_text(
+            "Resolution: 0\nDescription: ITK ERROR: AdvancedNormalizedCorrelationMetric: Too many samples map outside "
+            "moving image buffer: 0 / 2000\nError occurred during actual registration.\n"
+        )
+        raise RuntimeError("Internal elastix error: See elastix log")
+
+    monkeypatch.setattr(itk, "elastix_registration_method", failing)
+    grid = Grid((8, 8, 8), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    volume = np.full(grid.shape_zyx, -800.0, np.float32)
+    with pytest.raises(RegistrationError, match=r"Too many samples map outside moving image buffer: 0 / 2000.*"
+                       r"lower train\.models\.<row>\.resolutions .* backend: simpleitk"):
+        register_phases(volume, volume, np.ones(grid.shape_zyx, np.uint8), grid, RegistrationParams())

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vent.baselines.registration import register_phases, registration_mask, warp_to_fixed
+from vent.baselines.registration import RegistrationError, register_phases, registration_mask, warp_to_fixed
 from vent.io.registration import CaseRegistration
 
 __all__ = [
@@ -135,7 +135,13 @@ def register_case(pre: Any, params: Any, key: str, threads: int | None = None) -
     exhale, inhale = int(pre.attrs["exhale_phase"]), int(pre.attrs["inhale_phase"])
     spacing = pre.grid.spacing_mm_zyx
     mask = registration_mask(pre.phase_masks_tzyx[exhale], spacing, params.mask_dilation_mm)
-    main = register_phases(pre.ct_tzyx[exhale], pre.ct_tzyx[inhale], mask, pre.grid, params, threads)
+    try:
+        main = register_phases(pre.ct_tzyx[exhale], pre.ct_tzyx[inhale], mask, pre.grid, params, threads)
+    except RegistrationError as error:
+        raise RegistrationError(
+            f"{pre.case_id}: registering phase {inhale} (inhale) onto phase {exhale} (exhale) on its "
+            f"{'x'.join(map(str, pre.grid.shape_zyx[::-1]))}-voxel grid: {error}"
+        ) from None
     attrs: dict[str, Any] = {"backend": main.backend, "fixed_phase": exhale, "moving_phase": inhale,
                              "params": params.model_dump(), "details": main.details}
     to_average = None

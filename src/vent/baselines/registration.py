@@ -23,12 +23,13 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from vent.errors import ConfigError
+from vent.errors import ConfigError, DataError
 from vent.io.images import Grid, image_from_array
 
 __all__ = [
@@ -106,6 +107,10 @@ def warp_to_fixed(moving_zyx: np.ndarray, displacement_zyx: np.ndarray, spacing_
     spacing = np.asarray(spacing_mm_zyx, dtype=np.float32).reshape(3, 1, 1, 1)
     sample_at = np.indices(moving_zyx.shape, dtype=np.float32) + displacement_zyx / spacing
     return ndimage.map_coordinates(np.asarray(moving_zyx, dtype=np.float32), sample_at, order=1, mode="nearest")
+
+
+class RegistrationError(DataError):
+    """A registration that failed on a case's images (the message gives the library's reason and what to change)."""
 
 
 def register_phases(
@@ -239,16 +244,33 @@ def _register_elastix(
     try:
         if threads is not None:
             threader.SetGlobalDefaultNumberOfThreads(int(threads))
-        _, transform = itk.elastix_registration_method(
-            fixed, moving, parameter_object=parameters, fixed_mask=mask, log_to_console=False
-        )
-        # transformix writes deformationField.nii into its output directory (the working directory by default)
-        with tempfile.TemporaryDirectory(prefix="vent-transformix-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="vent-elastix-") as scratch:  # elastix.log, deformationField.nii
+            transform = _run_elastix(itk, fixed, moving, mask, parameters, Path(scratch))
             field = itk.transformix_deformation_field(moving, transform, output_directory=scratch)
     finally:
         threader.SetGlobalDefaultNumberOfThreads(previous)
     displacement = physical_to_grid_frame(itk.array_from_image(field), grid.direction)
     return displacement, {"parameter_map": parameter_map}
+
+
+def _run_elastix(itk: Any, fixed: Any, moving: Any, mask: Any, parameters: Any, scratch: Path) -> Any:
+    """elastix's registration, its log kept in ``scratch``; a failure becomes a RegistrationError quoting the log's
+    error lines (elastix itself only says "see elastix log")."""
+    try:
+        _, transform = itk.elastix_registration_method(
+            fixed, moving, parameter_object=parameters, fixed_mask=mask, log_to_console=False, log_to_file=True,
+            output_directory=str(scratch),
+        )
+    except RuntimeError:
+        log_file = scratch / "elastix.log"
+        lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+        reasons = [line.strip() for line in lines if "Description:" in line or "ERROR" in line.upper()][:3]
+        raise RegistrationError(
+            "elastix failed: " + (" | ".join(r.rstrip(".") for r in reasons) or "no reason in its log")
+            + ". On a small image the coarsest of the resolutions may hold too few voxels: lower "
+            "train.models.<row>.resolutions or raise spatial_samples, or use backend: simpleitk"
+        ) from None
+    return transform
 
 
 def _register_simpleitk(
