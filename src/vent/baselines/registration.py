@@ -262,7 +262,7 @@ def _run_elastix(itk: Any, fixed: Any, moving: Any, mask: Any, parameters: Any, 
             output_directory=str(scratch),
         )
     except RuntimeError:
-        log_file = scratch / "elastix.log"
+        log_file = Path(scratch, "elastix.log")  # elastix's own log in the temporary folder, not a run artifact
         lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
         reasons = [line.strip() for line in lines if "Description:" in line or "ERROR" in line.upper()][:3]
         raise RegistrationError(
