@@ -30,6 +30,7 @@ grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -377,3 +378,12 @@ def read_attrs(path: Path) -> dict[str, Any]:
     """All root attributes of an HDF5 artifact."""
     with h5py.File(path, "r") as handle:
         return _get_attrs(handle)
+
+
+def read_csv_rows(path: Path, stage: str) -> list[dict[str, str]]:
+    """The rows of a CSV artifact written by ``stage``; a missing file names the stage to re-run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; run the {stage} stage (vent run CONFIG --from {stage})")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -27,6 +27,7 @@ import numpy as np
 
 from vent.errors import ArtifactError
 from vent.io import layout
+from vent.io.artifacts import read_csv_rows
 from vent.io.atomic import atomic_path, write_json, write_text
 from vent.metrics import METRIC_NAMES as METRIC_COLUMNS
 from vent.metrics import VAMPIRE_METRIC_NAMES as VAMPIRE_COLUMNS
@@ -77,13 +78,6 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     writer.writeheader()
     writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     return buffer.getvalue()
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing; run the evaluate stage (vent run CONFIG --from evaluate)")
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def table2_columns() -> list[str]:
@@ -143,7 +137,7 @@ def read_evaluation(run_dir: Path) -> Evaluation:
     if document.get("format_version") != EVALUATION_FORMAT:
         raise ArtifactError(f"{path} has format_version {document.get('format_version')!r}; re-run evaluate")
     def table(name: str) -> list[dict[str, Any]]:
-        return [_typed(r) for r in _read_csv(layout.evaluate_file(run_dir, name))]
+        return [_typed(r) for r in read_csv_rows(layout.evaluate_file(run_dir, name), "evaluate")]
 
     return Evaluation(
         reference=document["reference"],

@@ -98,10 +98,9 @@ def _write_volumes(path: Path, prediction: Prediction) -> None:
 
     from vent.io.images import image_from_array
 
-    volume = prediction_volume(prediction.probability, prediction.coords_zyx, prediction.grid)
     maps = {
-        "probability": volume,
-        "defect": np.where(np.isnan(volume), 0, volume >= prediction.threshold).astype(np.uint8),
+        "probability": prediction_volume(prediction.probability, prediction.coords_zyx, prediction.grid),
+        "defect": prediction_volume(prediction.defect, prediction.coords_zyx, prediction.grid, 0).astype(np.uint8),
     }
     if prediction.continuous is not None:
         maps["ventilation"] = prediction_volume(prediction.continuous, prediction.coords_zyx, prediction.grid, 0.0)

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from vent.report.figures import _phase_labels, save_figure  # noqa: E402
+from vent.report.figures import phase_tick_labels, save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from vent.explain.key_sequences import KeySequences
@@ -110,7 +110,7 @@ def class_saliency_figure(
             np.ma.masked_invalid(arrays[name][:, order]), aspect="auto", cmap=cmap, vmin=0.0, vmax=vmax,
             interpolation="nearest",
         )
-        ax.set_yticks(range(n_phases), _phase_labels(n_phases, phase_labels), fontsize=SMALL)
+        ax.set_yticks(range(n_phases), phase_tick_labels(n_phases, phase_labels), fontsize=SMALL)
         ax.set_ylabel("phase", fontsize=SMALL + 1)
         ax.set_title(f"{name} voxels" if name != "all" else "all explained voxels", fontsize=SMALL + 1, loc="left")
     axes[-1, 0].set_xticks(range(n_sequences), [feature_ids[j] for j in order], rotation=60, ha="right",
@@ -337,7 +337,7 @@ def trend_bands_figure(
             missing_band |= not drawn.all()
             ax.fill_between(phases, np.where(drawn, low, np.nan), np.where(drawn, high, np.nan), color=colour,
                             alpha=0.18, lw=0)
-        labels = [_wrap_phase(label) for label in _phase_labels(n_phases, phase_labels)]
+        labels = [_wrap_phase(label) for label in phase_tick_labels(n_phases, phase_labels)]
         ax.set_xticks(np.arange(1, n_phases + 1), labels, fontsize=SMALL)
         ax.tick_params(axis="y", labelsize=SMALL)
         ax.set_title(feature_id, fontsize=SMALL + 1)

@@ -20,9 +20,8 @@ __all__ = [
     "save_figure",
     "method_style",
     "roc_figure",
-    "saliency_figure",
     "importance_figure",
-    "trends_figure",
+    "phase_tick_labels",
     "selection_figure",
 ]
 
@@ -61,9 +60,8 @@ def method_style(model: str, row: str, label: str) -> LineStyle:
     from vent.models.registry import MODEL_NAMES
 
     palette = plt.get_cmap("tab20").colors
-    grey = (14, 15)  # tab20's greys: invisible as a fill over a CT, so no method gets them
-    ordered = [palette[i] for i in range(0, 20, 2) if i not in grey] + [palette[i] for i in range(1, 20, 2)
-                                                                         if i not in grey]
+    no_grey = [colour for i, colour in enumerate(palette) if i not in (14, 15)]  # grey is invisible over a CT
+    ordered = no_grey[0::2] + no_grey[1::2]  # the dark shades first
     index = MODEL_NAMES.index(model) if model in MODEL_NAMES else len(MODEL_NAMES)
     return LineStyle(label, tuple(ordered[index % len(ordered)]), "--" if row != model else "-")
 
@@ -93,60 +91,21 @@ def roc_figure(
     return save_figure(fig, path)
 
 
-def _phase_labels(n_phases: int, phase_labels: Sequence[str] | None) -> list[str]:
+def phase_tick_labels(n_phases: int, phase_labels: Sequence[str] | None) -> list[str]:
+    """The given phase labels, or "phase 1" ... "phase T" when there are none."""
     return list(phase_labels) if phase_labels is not None else [f"phase {t + 1}" for t in range(n_phases)]
 
 
-def saliency_figure(
-    mean_map_tn: np.ndarray,
-    feature_ids: Sequence[str],
-    path: Path,
-    title: str,
-    phase_labels: Sequence[str] | None = None,
-) -> Path:
-    """Averaged temporal saliency map: phases (labelled by breathing state) x radiomic sequences."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.32 * len(feature_ids) + 2), 4.2))
-    image = ax.imshow(np.ma.masked_invalid(mean_map_tn), aspect="auto", cmap="magma")
-    ax.set_yticks(range(mean_map_tn.shape[0]), _phase_labels(mean_map_tn.shape[0], phase_labels), fontsize=7)
-    ax.set_xticks(range(len(feature_ids)), feature_ids, rotation=75, ha="right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="saliency share (1 = uniform)")
-    return save_figure(fig, path)
-
-
-def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: Path, top_k: int) -> Path:
-    """Importance per radiomic sequence, sorted, the top-k highlighted."""
+def importance_figure(feature_ids: Sequence[str], importance: np.ndarray, path: Path, n_key: int) -> Path:
+    """Importance per radiomic sequence, sorted, the ``n_key`` key sequences (the most important) highlighted."""
     order = np.argsort(-importance)
     fig, ax = plt.subplots(figsize=(6, max(2.5, 0.22 * len(order) + 1)))
-    colors = ["tab:red" if rank < top_k else "tab:gray" for rank in range(len(order))]
+    colors = ["tab:red" if rank < n_key else "tab:gray" for rank in range(len(order))]
     ax.barh(range(len(order))[::-1], importance[order], color=colors)
     ax.set_yticks(range(len(order))[::-1], [feature_ids[i] for i in order], fontsize=7)
     ax.set_xlabel("importance (saliency share; 1 = uniform)")
-    ax.set_title(f"Radiomic sequence importance (top {top_k} in red)", fontsize=9)
-    return save_figure(fig, path)
-
-
-def trends_figure(
-    trends: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, phase_labels: Sequence[str] | None = None
-) -> Path:
-    """Mean +/- SD over phases of the key sequences in defect vs healthy voxels (raw feature values)."""
-    n = len(trends)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.2 * max(n, 1), 3.4), squeeze=False)
-    for ax, (feature_id, classes) in zip(axes[0], trends.items()):
-        for name, color in (("healthy", "tab:blue"), ("defect", "tab:red")):
-            if name not in classes:
-                continue
-            mean, sd = classes[name]
-            phases = np.arange(1, len(mean) + 1)
-            ax.plot(phases, mean, color=color, label=name)
-            ax.fill_between(phases, mean - sd, mean + sd, color=color, alpha=0.15)
-        ax.set_title(feature_id, fontsize=8)
-        labels = [label.replace(" ", "\n", 1) for label in _phase_labels(len(mean), phase_labels)]
-        ax.set_xticks(phases, labels, fontsize=7)
-        ax.set_xlabel("phase (breathing state)")
-    axes[0][0].legend(fontsize=7)
-    axes[0][0].set_ylabel("feature value (raw, unstandardised)", fontsize=7)
-    fig.tight_layout()
+    ax.set_title(f"Radiomic sequence importance (the {n_key} key sequence{'s' if n_key != 1 else ''} in red)",
+                 fontsize=9)
     return save_figure(fig, path)
 
 

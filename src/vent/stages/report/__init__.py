@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from vent.io import layout
-from vent.io.artifacts import read_attrs
+from vent.io.artifacts import read_attrs, read_csv_rows
 from vent.io.atomic import write_text
 from vent.io.evaluation import read_evaluation
 from vent.models.registry import get_spec
@@ -35,7 +35,7 @@ from vent.report.render import Document
 from vent.runner import RunContext, StagePlan
 from vent.stages.base import Stage
 from vent.stages.report.cohort import data_section, empty_kernel_section, phase_state_labels
-from vent.stages.report.context import ReportBuild, fmt, read_csv
+from vent.stages.report.context import ReportBuild, fmt
 from vent.stages.report.patients import patients_section, volumes_section
 from vent.stages.report.provenance import provenance_section
 from vent.stages.report.saliency import explain_section
@@ -92,7 +92,7 @@ class ReportStage(Stage):
         return tuple(stage for stage in self.needs if stage not in unused)
 
     def run(self, ctx: RunContext, plan: StagePlan) -> dict[str, Any]:
-        cohort = read_csv(layout.cohort_file(ctx.run_dir))
+        cohort = read_csv_rows(layout.cohort_file(ctx.run_dir), "preprocess")
         cases = [row["case"] for row in cohort]
         pre_attrs = {case: read_attrs(layout.case_file(ctx.run_dir, "preprocess", case)) for case in cases}
         report = ReportBuild(

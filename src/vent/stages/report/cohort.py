@@ -10,7 +10,8 @@ from vent.io import layout
 from vent.io.artifacts import read_attrs
 from vent.stages.report.context import ReportBuild, fmt
 
-__all__ = ["phase_state_labels", "ground_truth_definition", "data_section", "empty_kernel_section"]
+__all__ = ["phase_state_labels", "ground_truth_definition", "data_section", "empty_kernel_counts",
+           "empty_kernel_section"]
 
 
 def phase_state_labels(case_attrs: dict[str, dict[str, Any]]) -> list[str]:
@@ -112,6 +113,11 @@ _COUNTED = ("empty", "undefined", "recomputed", "carried")
 """The empty-kernel counts shown per patient: ``<key>_voxel_phases`` of the radiomics file's ``empty_kernel``."""
 
 
+def empty_kernel_counts(report: ReportBuild, case: str) -> dict[str, Any]:
+    """The radiomics file's ``empty_kernel`` record of ``case`` (per-phase counts, the policy; {} when absent)."""
+    return json.loads(read_attrs(layout.case_file(report.run_dir, "radiomics", case)).get("empty_kernel") or "{}")
+
+
 def empty_kernel_section(report: ReportBuild) -> None:
     """The empty-kernel policy and, per patient, the voxel-phases it touched (from the radiomics files)."""
     report.doc.heading("Lung-edge handling of the radiomic kernels")
@@ -126,7 +132,7 @@ def empty_kernel_section(report: ReportBuild) -> None:
     )
     rows = []
     for case in report.cases:
-        counts = json.loads(read_attrs(layout.case_file(report.run_dir, "radiomics", case)).get("empty_kernel") or "{}")
+        counts = empty_kernel_counts(report, case)
         pre = report.pre_attrs[case]
         rows.append(
             [

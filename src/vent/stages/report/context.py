@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,15 +15,7 @@ from vent.report import figures
 from vent.report.render import Document
 from vent.runner import RunContext
 
-__all__ = ["ReportBuild", "read_csv", "fmt"]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of an upstream CSV artifact; a missing file names the stage to run."""
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing; run the stage that writes it (vent run CONFIG)")
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+__all__ = ["ReportBuild", "fmt"]
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

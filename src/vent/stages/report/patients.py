@@ -38,8 +38,7 @@ def _methods(report: ReportBuild, case: str, pre: Any) -> list[MethodSlice]:
         if case not in row.predictions:
             continue
         prediction = read_prediction(report.run_dir / row.predictions[case])
-        defect = (prediction.probability >= prediction.threshold).astype(np.float32)
-        volume = prediction_volume(defect, prediction.coords_zyx, pre.grid)
+        volume = prediction_volume(prediction.defect.astype(np.float32), prediction.coords_zyx, pre.grid)
         methods.append(MethodSlice(report.styles[row.row], volume, dice.get((row.row, case))))
     return methods
 

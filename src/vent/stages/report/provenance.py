@@ -8,9 +8,8 @@ import json
 import yaml
 
 from vent.io import layout
-from vent.io.artifacts import read_attrs
 from vent.runner import read_manifest
-from vent.stages.report.cohort import ground_truth_definition
+from vent.stages.report.cohort import empty_kernel_counts, ground_truth_definition
 from vent.stages.report.context import ReportBuild
 
 __all__ = ["provenance_section", "STAGE_ORDER"]
@@ -41,8 +40,8 @@ def _empty_kernel_totals(report: ReportBuild) -> str:
         return "Empty-kernel policy: radiomics not used."
     totals: dict[str, int] = {}
     for case in report.cases:
-        counts = json.loads(read_attrs(layout.case_file(report.run_dir, "radiomics", case)).get("empty_kernel") or "{}")
-        for key, value in counts.items():  # per-phase lists and counts; the policy's name is not a count
+        # per-phase lists and counts; the policy's name is not a count
+        for key, value in empty_kernel_counts(report, case).items():
             if isinstance(value, (list, int)) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + (sum(value) if isinstance(value, list) else value)
     counted = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sorted(totals.items())) or "none"

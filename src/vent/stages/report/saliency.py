@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from vent.io import layout
+from vent.io.artifacts import read_csv_rows
 from vent.io.saliency import read_pooled_saliency
 from vent.report import figures
-from vent.stages.report.context import ReportBuild, fmt, read_csv
+from vent.stages.report.context import ReportBuild, fmt
 
 __all__ = ["explain_section", "COHORT_NAMES"]
 
@@ -106,7 +107,7 @@ def _trend_bands(report: ReportBuild, key_names: list[str]) -> None:
     """Fig. 13: the key sequences over the breathing cycle, defect vs healthy, 95% confidence bands over patients."""
     from vent.report.explain_figures import trend_bands_figure
 
-    rows = read_csv(layout.explain_file(report.run_dir, "trend_bands.csv"))
+    rows = read_csv_rows(layout.explain_file(report.run_dir, "trend_bands.csv"), "explain")
     bands: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     n_patients = 0
     for feature_id in key_names:
@@ -178,7 +179,7 @@ def explain_section(report: ReportBuild) -> None:
         return
     summary = json.loads(layout.explain_file(report.run_dir, "summary.json").read_text())
     _explain_intro(report, summary)
-    importance = read_csv(layout.explain_file(report.run_dir, "importance.csv"))
+    importance = read_csv_rows(layout.explain_file(report.run_dir, "importance.csv"), "explain")
     if importance:
         names = [r["feature_id"] for r in importance]
         values = np.array([float(r["importance"]) for r in importance])
