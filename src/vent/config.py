@@ -27,6 +27,7 @@ __all__ = [
     "SyntheticConfig",
     "PreprocessConfig",
     "GroundTruthConfig",
+    "SegmentationConfig",
     "RadiomicsConfig",
     "SelectConfig",
     "CVConfig",
@@ -63,7 +64,14 @@ class SyntheticConfig(_Section):
 class DataConfig(_Mutable):
     """Where the cohort is and which subjects to use."""
 
-    root: Path = Field(..., description="A study folder in the VAMPIRE layout (holds Subject_XX folders).")
+    root: Path | None = Field(
+        None, description="A study folder in the VAMPIRE layout (holds Subject_XX folders); or give 'manifest'."
+    )
+    manifest: Path | None = Field(
+        None,
+        description="A CSV or YAML manifest listing each case's phase images (files or DICOM series folders), "
+        "optional masks, RefVI and modality, for any other layout (vent.io.manifest); instead of 'root'.",
+    )
     subjects: list[str] | str | None = Field(
         None, description="Subject ids, or a glob pattern such as 'Subject_*'; null = every Subject_* folder."
     )
@@ -78,6 +86,19 @@ class DataConfig(_Mutable):
     synthetic: SyntheticConfig | None = Field(
         None, description="If set, generate a synthetic cohort into 'root' when it is not there yet."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.root is None) == (self.manifest is None):
+            raise ValueError("give either data.root (a VAMPIRE study folder) or data.manifest (a CSV/YAML manifest)")
+        if self.synthetic is not None and self.root is None:
+            raise ValueError("data.synthetic writes a VAMPIRE-layout cohort into data.root; set data.root")
+        return self
+
+    @property
+    def location(self) -> Path:
+        """The cohort's root folder or manifest file, for messages and the report."""
+        return self.root if self.root is not None else self.manifest
 
 
 class GroundTruthConfig(_Section):
@@ -100,6 +121,27 @@ class GroundTruthConfig(_Section):
     )
 
 
+class SegmentationConfig(_Section):
+    """Lung masks for cases that come without them (``vent.segmentation``)."""
+
+    when: Literal["missing", "always", "never"] = Field(
+        "missing",
+        description="'missing': segment a case's lungs only when it has no phase masks; 'always': ignore the given "
+        "masks; 'never': a case without masks is an error.",
+    )
+    mode: Literal["per_phase", "average"] = Field(
+        "per_phase",
+        description="'per_phase': segment every phase (follows the breathing); 'average': segment the average CT "
+        "(the phases' mean when there is none) once and use that mask for every phase (faster, blurs the motion).",
+    )
+    backend: Literal["classical", "lungmask"] = Field(
+        "classical",
+        description="'classical': SimpleITK thresholds and morphology, no weights (Dice 0.97 on LUNG1-001); "
+        "'lungmask': the learned U-net of Hofmanninger et al. 2020 (pip install lungmask; downloads weights).",
+    )
+    lungmask_model: str = Field("R231", description="The lungmask model name (R231, LTRCLobes, R231CovidWeb).")
+
+
 class PreprocessConfig(_Section):
     """Reading, checking and resampling each subject onto one 2 mm grid."""
 
@@ -113,6 +155,7 @@ class PreprocessConfig(_Section):
     )
     min_lung_voxels: int = Field(100, ge=1, description="Fewer analysed voxels than this is an error.")
     ground_truth: GroundTruthConfig = Field(default_factory=GroundTruthConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
 
     @field_validator("spacing_mm")
     @classmethod
@@ -437,8 +480,10 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
 def _resolve_paths(config: RunConfig, base: Path) -> RunConfig:
     if not config.run_dir.is_absolute():
         config.run_dir = (base / config.run_dir).resolve()
-    if not config.data.root.is_absolute():
-        config.data.root = (base / config.data.root).resolve()
+    for key in ("root", "manifest"):
+        value = getattr(config.data, key)
+        if value is not None and not value.is_absolute():
+            setattr(config.data, key, (base / value).resolve())
     return config
 
 
@@ -467,6 +512,45 @@ def _check_moved_keys(raw: dict[str, Any], source: str) -> None:
         raise ConfigError(f"invalid config {source}: " + "; ".join(found) + "; move the key(s) and run again")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML silently keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml_mapping(path: Path, what: str = "file", error: type[Exception] | None = None) -> dict[str, Any]:
+    """A YAML file's top-level mapping, with duplicate keys rejected; an empty file is ``{}``.
+
+    Raises:
+        ``error`` (ConfigError by default; DataError for a manifest): the file is not valid YAML, repeats a key,
+        or is not a mapping; the message names the file and the line.
+    """
+    from vent.errors import DataError
+
+    error = error or (DataError if what == "manifest" else ConfigError)
+    try:
+        raw = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as problem:
+        raise error(f"{what} {path} is not valid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{what} {path}: the top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: Path | str, overrides: list[str] | None = None) -> RunConfig:
     """Load and validate a YAML run config.
 
@@ -483,15 +567,19 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(
             f"config file {path} does not exist; pass the path of a YAML config such as configs/demo.yaml"
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    raw = _read_config_yaml(path)
     for override in overrides or []:
         _apply_override(raw, override, path)
     config = config_from_dict(raw, path.parent.resolve(), str(path))
     config.source = path.resolve()
     return config
+
+
+def _read_config_yaml(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
 
 
 def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:

@@ -14,6 +14,7 @@ from vent.io.vampire import (
     discover_subjects,
     find_subject_files,
 )
+from vent.stages.preprocess import check_cohort
 
 
 def test_discovery_glob_and_exclude(phantom_cohort):
@@ -47,8 +48,31 @@ def test_missing_mask_and_refvi_are_named(phantom_cohort):
     with pytest.raises(DataError, match="PhaseMask_03"):
         find_subject_files(phantom_cohort, "Subject_01")
     (phantom_cohort / "Subject_02" / "GT" / "VentImage.mha").unlink()
-    with pytest.raises(DataError, match="VentImage"):
-        find_subject_files(phantom_cohort, "Subject_02")
+    files = find_subject_files(phantom_cohort, "Subject_02")  # a case without a RefVI is found (vent predict) ...
+    assert files.vent_image is None
+    with pytest.raises(DataError, match="VentImage"):  # ... but training refuses it, naming the expected file
+        check_cohort({"Subject_02": files})
+    assert check_cohort({"Subject_02": files}, require_reference=False) == []
+
+
+def test_a_subject_without_any_mask_is_found_for_segmentation(phantom_cohort):
+    for path in (phantom_cohort / "Subject_01" / "CT").glob("PhaseMask_*.mha"):
+        path.unlink()
+    files = find_subject_files(phantom_cohort, "Subject_01")
+    assert not files.has_masks and len(files.phase_images) == 3
+    assert any("segmented" in w for w in check_subject_headers(files, expected_phases=3))
+
+
+def test_every_header_problem_is_listed_in_one_pass(phantom_cohort):
+    """Two bad files in one subject: both are named in one error, not only the first."""
+    for name, spacing in (("PhaseMask_02.mha", (1.0, 1.5, 3.0)), ("PhaseImage_03.mha", (2.0, 2.0, 9.0))):
+        path = phantom_cohort / "Subject_01" / "CT" / name
+        image = sitk.ReadImage(str(path))
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(path))
+    files = find_subject_files(phantom_cohort, "Subject_01")
+    with pytest.raises(DataError, match=r"2 problems:(.|\n)*PhaseImage_03.mha(.|\n)*PhaseMask_02.mha"):
+        check_subject_headers(files)
 
 
 def test_geometry_mismatch_names_both_files(phantom_cohort):

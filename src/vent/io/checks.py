@@ -23,7 +23,9 @@ of their own bounding box.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,7 +38,10 @@ __all__ = [
     "MAX_MASK_FRACTION",
     "check_ct_intensities",
     "check_lung_mask",
+    "Findings",
 ]
+
+T = TypeVar("T")
 
 HU_LOWER = -1100.0
 HU_UPPER = 4000.0
@@ -128,3 +133,38 @@ def check_lung_mask(mask_zyx: np.ndarray, path: Path) -> str | None:
     if highest == 2:
         return f"lung mask {path} holds labels 0/1/2 (left/right lung); read as lung = label > 0"
     return None
+
+
+class Findings:
+    """Problems collected over a whole check instead of stopping at the first: ``errors`` (fatal) and ``warnings``.
+
+    ``vent validate`` passes one through every check of a dataset and lists them all; ``vent run`` raises the
+    errors of a check together (``raise_errors``).
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def warn(self, message: str | None) -> None:
+        if message:
+            self.warnings.append(message)
+
+    def attempt(self, check: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``check(*args, **kwargs)``, or None with its DataError recorded as an error."""
+        try:
+            return check(*args, **kwargs)
+        except DataError as error:
+            self.errors.append(str(error))
+            return None
+
+    def raise_errors(self) -> None:
+        """Raise one DataError holding every error (one error: its message alone)."""
+        if len(self.errors) == 1:
+            raise DataError(self.errors[0])
+        if self.errors:
+            listed = "\n".join(f"  - {e}" for e in self.errors)
+            raise DataError(f"{len(self.errors)} problems:\n{listed}")

@@ -22,19 +22,23 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import SimpleITK as sitk
 
 from vent.errors import ConfigError, DataError
+from vent.io.checks import Findings
 from vent.io.hashing import file_sha256
 
 __all__ = [
     "MIN_PHASES",
     "SubjectFiles",
     "discover_subjects",
+    "choose_subjects",
     "find_subject_files",
     "check_subject_headers",
     "check_duplicate_subjects",
+    "geometry_differences",
 ]
 
 MIN_PHASES = 3
@@ -46,7 +50,13 @@ _PHASE_RE = re.compile(r"^PhaseImage_(\d+)$")
 
 @dataclass(frozen=True)
 class SubjectFiles:
-    """The files of one subject; ``phase_images[i]`` pairs with ``phase_masks[i]`` (file order)."""
+    """The files of one subject, from the VAMPIRE layout or a manifest (``vent.io.manifest``).
+
+    ``phase_images[i]`` pairs with ``phase_masks[i]`` (file order). ``phase_masks`` is empty when the subject comes
+    without lung masks (preprocessing then segments them, ``preprocess.segmentation``); ``vent_image`` is None for a
+    subject without a reference ventilation image (only ``vent predict`` accepts one). Paths are files, or folders
+    holding one DICOM series.
+    """
 
     case_id: str
     folder: Path
@@ -54,13 +64,29 @@ class SubjectFiles:
     phase_masks: tuple[Path, ...]
     average_image: Path | None
     average_mask: Path | None
-    vent_image: Path
+    vent_image: Path | None
     vent_mask: Path | None
     phase_numbers: tuple[int, ...] = field(default=())
+    modality: str | None = None
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.phase_numbers:
+            object.__setattr__(self, "phase_numbers", tuple(range(1, len(self.phase_images) + 1)))
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether every phase comes with its lung mask (else they are segmented)."""
+        return bool(self.phase_masks)
+
+    @property
+    def origin(self) -> Path:
+        """Where the subject was listed, for messages: its manifest, else its folder."""
+        return self.source or self.folder
 
     def all_files(self) -> list[Path]:
-        files = [*self.phase_images, *self.phase_masks, self.vent_image]
-        files += [p for p in (self.average_image, self.average_mask, self.vent_mask) if p is not None]
+        files = [*self.phase_images, *self.phase_masks]
+        files += [p for p in (self.vent_image, self.average_image, self.average_mask, self.vent_mask) if p is not None]
         return files
 
 
@@ -96,25 +122,37 @@ def discover_subjects(root: Path, subjects: list[str] | str | None, exclude: dic
         raise DataError(
             f"data root {root} holds no subject folders with a CT/ subfolder; expected Subject_XX/CT/PhaseImage_NN.mha"
         )
+    return choose_subjects(present, subjects, exclude, str(root))
+
+
+def choose_subjects(
+    present: list[str], subjects: list[str] | str | None, exclude: dict[str, str], where: str
+) -> list[str]:
+    """The ids of ``present`` kept by ``data.subjects`` (a list or a glob; None = all) and ``data.exclude``, sorted.
+
+    Raises:
+        ConfigError: a listed or excluded subject is not present (typo guard), or none is left.
+    """
+    present = sorted(present)
     if subjects is None:
         chosen = present
     elif isinstance(subjects, str):
         chosen = [s for s in present if fnmatch.fnmatch(s, subjects)]
         if not chosen:
             raise ConfigError(
-                f"data.subjects pattern {subjects!r} matches no subject in {root} (found: {present[:5]}...)"
+                f"data.subjects pattern {subjects!r} matches no subject in {where} (found: {present[:5]}...)"
             )
     else:
         missing = [s for s in subjects if s not in present]
         if missing:
-            raise ConfigError(f"data.subjects lists {missing} which are not folders with CT/ data in {root}")
+            raise ConfigError(f"data.subjects lists {missing} which are not subjects with CT data in {where}")
         chosen = sorted(subjects)
     unknown = [s for s in exclude if s not in present]
     if unknown:
-        raise ConfigError(f"data.exclude names {unknown} which are not subjects in {root}")
+        raise ConfigError(f"data.exclude names {unknown} which are not subjects in {where}")
     chosen = [s for s in chosen if s not in exclude]
     if not chosen:
-        raise ConfigError(f"no subjects left in {root} after data.subjects and data.exclude")
+        raise ConfigError(f"no subjects left in {where} after data.subjects and data.exclude")
     return chosen
 
 
@@ -140,35 +178,43 @@ def find_subject_files(root: Path, case_id: str) -> SubjectFiles:
     for number in numbers:
         width = len(re.match(r"^PhaseImage_(\d+)", _strip_ext(phases[number].name)).group(1))
         mask_stem = f"PhaseMask_{number:0{width}d}"
-        mask = _find(ct_dir, mask_stem)
-        if mask is None:
-            raise DataError(f"lung mask for phase {number} of {case_id} is missing: expected {ct_dir}/{mask_stem}.mha")
-        masks.append(mask)
-    vent_image = _find(gt_dir, "VentImage")
-    if vent_image is None:
-        raise DataError(f"reference ventilation image missing for {case_id}: expected {gt_dir}/VentImage.mha")
+        masks.append((number, mask_stem, _find(ct_dir, mask_stem)))
+    found = [m for _, _, m in masks if m is not None]
+    if found and len(found) < len(masks):
+        absent = ", ".join(f"{ct_dir}/{stem}.mha" for _, stem, m in masks if m is None)
+        raise DataError(
+            f"lung masks of {case_id} are missing for some phases: {absent}; give a mask for every phase, or remove "
+            "them all to have the lungs segmented (preprocess.segmentation)"
+        )
     return SubjectFiles(
         case_id=case_id,
         folder=folder,
         phase_images=tuple(phases[n] for n in numbers),
-        phase_masks=tuple(masks),
+        phase_masks=tuple(found),
         average_image=_find(ct_dir, "AverageImage"),
         average_mask=_find(ct_dir, "AverageMask"),
-        vent_image=vent_image,
+        vent_image=_find(gt_dir, "VentImage"),
         vent_mask=_find(gt_dir, "VentMask"),
         phase_numbers=tuple(numbers),
     )
 
 
-def _header(path: Path) -> sitk.ImageFileReader:
+def _header(path: Path) -> sitk.ImageFileReader | sitk.Image:
+    """The header of an image file (no voxels read), or the image of a DICOM series folder (read whole: a series'
+    slice count and spacing come from all its files)."""
+    from vent.io.images import read_image
+
+    if path.is_dir():
+        return read_image(path, "image")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
         raise DataError(
-            f"{path} could not be read by SimpleITK: it is corrupt or not in a supported format (.mha, .mhd, .nii, "
-            ".nii.gz, .nrrd). Copy or export the file again, or leave the subject out with data.exclude"
+            f"{path} could not be read by SimpleITK: it is missing, corrupt or not in a supported format (.mha, "
+            ".mhd, .nii, .nii.gz, .nrrd, or a DICOM series folder). Copy or export the file again, or leave the "
+            "subject out with data.exclude"
         ) from None
     return reader
 
@@ -177,64 +223,95 @@ def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(round(float(v), 4) + 0.0 for v in values)
 
 
-def check_subject_headers(files: SubjectFiles, expected_phases: int | None = None) -> list[str]:
+def geometry_differences(other: Any, reference: Any) -> list[str]:
+    """How two headers' grids differ: size, spacing (1e-3 mm), origin (1e-2 mm), direction cosines (1e-3)."""
+    problems = []
+    if tuple(other.GetSize()) != tuple(reference.GetSize()):
+        problems.append(f"size {other.GetSize()} vs {reference.GetSize()}")
+    if any(abs(a - b) > 1e-3 for a, b in zip(other.GetSpacing(), reference.GetSpacing())):
+        problems.append(f"spacing {other.GetSpacing()} vs {reference.GetSpacing()}")
+    if any(abs(a - b) > 1e-2 for a, b in zip(other.GetOrigin(), reference.GetOrigin())):
+        problems.append(f"origin {other.GetOrigin()} vs {reference.GetOrigin()}")
+    if any(abs(a - b) > 1e-3 for a, b in zip(other.GetDirection(), reference.GetDirection())):
+        problems.append(f"direction {_rounded(other.GetDirection())} vs {_rounded(reference.GetDirection())}")
+    return problems
+
+
+def check_subject_headers(
+    files: SubjectFiles, expected_phases: int | None = None, findings: Findings | None = None
+) -> list[str]:
     """Check a subject from file headers only (no voxels): phase count, 3D, one geometry for all phases and masks.
 
-    The geometry is size, spacing (1e-3 mm), origin (1e-2 mm) and direction cosines (1e-3), each compared with the
-    first phase image's.
+    The geometry (``geometry_differences``) of every phase, phase mask and the average CT and its mask is compared
+    with the first phase image's; the RefVI mask's size with the RefVI's. Every file is checked, so one pass finds
+    every problem of the subject.
+
+    Args:
+        files: the subject.
+        expected_phases: the cohort's phase count, or None.
+        findings: collect problems here (``vent validate``); when None, the problems are raised together.
 
     Returns:
         Warnings (not errors) worth showing to the user.
     Raises:
-        DataError: naming the file at fault.
+        DataError: naming each file at fault (only when ``findings`` is None).
     """
-    warnings = []
+    own = findings is None
+    findings = Findings() if own else findings
+    n_before = len(findings.warnings)
+    where = files.origin if files.source is not None else files.folder / "CT"
     if len(files.phase_images) < MIN_PHASES:
-        raise DataError(
-            f"{files.folder / 'CT'} holds {len(files.phase_images)} phase image(s) ({files.phase_images[0].name}...); "
-            f"vent models each voxel as a sequence over the breathing cycle, which needs at least {MIN_PHASES} "
-            "phases. Add the missing PhaseImage_NN/PhaseMask_NN files or leave the subject out with data.exclude"
+        findings.error(
+            f"{where} holds {len(files.phase_images)} phase image(s) for {files.case_id} "
+            f"({files.phase_images[0].name}...); vent models each voxel as a sequence over the breathing cycle, which "
+            f"needs at least {MIN_PHASES} phases. Add the missing phase images or leave the subject out with "
+            "data.exclude"
         )
     if expected_phases is not None and len(files.phase_images) != expected_phases:
-        raise DataError(
+        findings.error(
             f"{files.case_id} has {len(files.phase_images)} phases but other subjects have {expected_phases}; "
             f"a cohort must share one phase count (exclude the subject in data.exclude with a reason)"
         )
     reference_path = files.phase_images[0]
-    reference = _header(reference_path)
+    reference = findings.attempt(_header, reference_path)
     for path in [*files.phase_images[1:], *files.phase_masks, files.average_image, files.average_mask]:
         if path is None:
             continue
-        other = _header(path)
+        other = findings.attempt(_header, path)
+        if other is None or reference is None:
+            continue
         if other.GetDimension() != 3:
-            raise DataError(f"{path} is {other.GetDimension()}D; expected a 3D volume")
-        problems = []
-        if other.GetSize() != reference.GetSize():
-            problems.append(f"size {other.GetSize()} vs {reference.GetSize()}")
-        if any(abs(a - b) > 1e-3 for a, b in zip(other.GetSpacing(), reference.GetSpacing())):
-            problems.append(f"spacing {other.GetSpacing()} vs {reference.GetSpacing()}")
-        if any(abs(a - b) > 1e-2 for a, b in zip(other.GetOrigin(), reference.GetOrigin())):
-            problems.append(f"origin {other.GetOrigin()} vs {reference.GetOrigin()}")
-        if any(abs(a - b) > 1e-3 for a, b in zip(other.GetDirection(), reference.GetDirection())):
-            problems.append(f"direction {_rounded(other.GetDirection())} vs {_rounded(reference.GetDirection())}")
+            findings.error(f"{path} is {other.GetDimension()}D; expected a 3D volume")
+            continue
+        problems = geometry_differences(other, reference)
         if problems:
-            raise DataError(
+            findings.error(
                 f"{path} does not share the geometry of {reference_path}: {'; '.join(problems)}. All phases and "
                 "masks of a subject must lie on one grid: export the file again on the grid of the first phase, "
                 "or leave the subject out with data.exclude and a reason"
             )
-    vent = _header(files.vent_image)
+    _check_refvi_headers(files, findings)
+    if files.average_image is None:
+        findings.warn(f"{files.case_id}: no average CT; the first phase's grid is the subject's reference grid")
+    if not files.has_masks:
+        findings.warn(f"{files.case_id}: no lung masks; they are segmented (preprocess.segmentation)")
+    if own:
+        findings.raise_errors()
+    return findings.warnings[n_before:]
+
+
+def _check_refvi_headers(files: SubjectFiles, findings: Findings) -> None:
+    if files.vent_image is None:
+        return
+    vent = findings.attempt(_header, files.vent_image)
     if files.vent_mask is not None:
-        vent_mask = _header(files.vent_mask)
-        if vent_mask.GetSize() != vent.GetSize():
-            raise DataError(
+        vent_mask = findings.attempt(_header, files.vent_mask)
+        if vent is not None and vent_mask is not None and tuple(vent_mask.GetSize()) != tuple(vent.GetSize()):
+            findings.error(
                 f"{files.vent_mask} has size {vent_mask.GetSize()} but {files.vent_image} has {vent.GetSize()}"
             )
     else:
-        warnings.append(f"{files.case_id}: no GT/VentMask; the CT lung mask alone defines the analysed voxels")
-    if files.average_image is None:
-        warnings.append(f"{files.case_id}: no CT/AverageImage; the first phase's grid is the subject's reference grid")
-    return warnings
+        findings.warn(f"{files.case_id}: no RefVI lung mask; the CT lung mask alone defines the analysed voxels")
 
 
 def check_duplicate_subjects(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from vent.config import GroundTruthConfig, PreprocessConfig, RunConfig
+from vent.config import GroundTruthConfig, PreprocessConfig, RunConfig, SegmentationConfig
 from vent.errors import DataError
 from vent.groundtruth import DefectResult, derive_defects
 from vent.io import layout
 from vent.io.artifacts import PreprocessedCase, read_attrs, write_preprocessed_case
 from vent.io.atomic import write_json, write_text
+from vent.io.checks import Findings
 from vent.io.hashing import file_sha256
 from vent.io.images import Grid, grid_of, make_isotropic_grid, read_ct, read_image, read_lung_mask, resample_to_grid
 from vent.io.refvi import resample_refvi
@@ -35,6 +37,7 @@ from vent.io.vampire import (
     SubjectFiles,
     check_duplicate_subjects,
     check_subject_headers,
+    choose_subjects,
     discover_subjects,
     find_subject_files,
 )
@@ -74,16 +77,29 @@ def ensure_data(config: RunConfig, echo=lambda message: None, progress: Any = No
 
 
 def cohort_subjects(config: RunConfig) -> dict[str, SubjectFiles]:
-    """``{case_id: files}`` for the configured subjects (file layout checked, no voxels read)."""
+    """``{case_id: files}`` for the configured subjects (file layout checked, no voxels read): from the VAMPIRE
+    layout under ``data.root``, or from the manifest ``data.manifest`` (``vent.io.manifest``)."""
     data = config.data
     subjects = data.subjects
+    if data.manifest is not None:
+        from vent.io.manifest import read_manifest
+
+        listed = read_manifest(data.manifest)
+        ids = choose_subjects(list(listed), subjects, data.exclude, str(data.manifest))
+        return {case: listed[case] for case in ids}
     if subjects is None and data.synthetic is not None:
         subjects = [f"Subject_{i:02d}" for i in range(1, data.synthetic.cases + 1)]
     ids = discover_subjects(data.root, subjects, data.exclude)
     return {case: find_subject_files(data.root, case) for case in ids}
 
 
-def check_cohort(subjects: dict[str, SubjectFiles], sha256: Callable[[Path], str] = file_sha256) -> list[str]:
+def check_cohort(
+    subjects: dict[str, SubjectFiles],
+    sha256: Callable[[Path], str] = file_sha256,
+    require_reference: bool = True,
+    segmentation: SegmentationConfig | None = None,
+    findings: Findings | None = None,
+) -> list[str]:
     """The checks made before any voxel is read, for ``vent validate`` and ``vent run`` alike; returns warnings.
 
     Every subject's headers (phase count, at least 3 phases, one grid for all its phases and masks), one phase count
@@ -92,16 +108,35 @@ def check_cohort(subjects: dict[str, SubjectFiles], sha256: Callable[[Path], str
     Args:
         subjects: ``{case_id: files}`` from ``cohort_subjects``.
         sha256: a file hasher; pass the run's cache (``RunContext.hashes().sha256``) to hash each file once.
+        require_reference: every case needs a RefVI (training does; ``vent predict`` does not).
+        segmentation: ``preprocess.segmentation`` (a case without masks is an error under ``when: never``).
+        findings: collect the problems here (``vent validate``) instead of raising them.
 
     Raises:
-        DataError: naming the file (or both folders) at fault.
+        DataError: naming every file (or both folders) at fault, when ``findings`` is None.
     """
-    warnings: list[str] = []
+    own = findings is None
+    findings = Findings() if own else findings
+    n_before = len(findings.warnings)
     first = next(iter(subjects.values()))
     for files in subjects.values():
-        warnings += check_subject_headers(files, expected_phases=len(first.phase_images))
-    check_duplicate_subjects(subjects, sha256)
-    return warnings
+        check_subject_headers(files, expected_phases=len(first.phase_images), findings=findings)
+        if require_reference and files.vent_image is None:
+            findings.error(
+                f"reference ventilation image missing for {files.case_id}: expected "
+                + (str(files.folder / "GT" / "VentImage.mha") if files.source is None
+                   else f"a 'refvi' row in {files.source}")
+                + "; training needs one per case (`vent predict` applies a trained model to a case without)"
+            )
+        if not files.has_masks and segmentation is not None and segmentation.when == "never":
+            findings.error(
+                f"{files.case_id} has no lung masks and preprocess.segmentation.when is 'never'; give PhaseMask_NN "
+                "files (or manifest masks), or set preprocess.segmentation.when: missing"
+            )
+    findings.attempt(check_duplicate_subjects, subjects, sha256)
+    if own:
+        findings.raise_errors()
+    return findings.warnings[n_before:]
 
 
 def _read_mask(path: Path, what: str) -> sitk.Image:
@@ -112,30 +147,88 @@ def _read_mask(path: Path, what: str) -> sitk.Image:
     return image
 
 
-def check_subject_voxels(files: SubjectFiles) -> list[str]:
+MIN_LUNG_ML = 200.0
+"""Below this lung volume (ml) a mask is reported as small: an adult lung pair holds 3000-6000 ml, and even the
+study's partial fields of view hold more; a smaller one is a slab, a child, or a wrong mask."""
+
+MIN_REFVI_OVERLAP = 0.5
+"""Least share of the CT lung mask's voxels at which the RefVI (its lung mask, else its positive voxels) must be
+present; below it the RefVI lies outside the lung (another patient, or a registration or export error)."""
+
+
+def check_subject_voxels(files: SubjectFiles, findings: Findings | None = None, min_voxels: int = 0) -> list[str]:
     """Read every file of a subject, voxels included, with the checks ``preprocess_subject`` makes while reading.
 
-    This is what ``vent validate`` adds to ``check_cohort``: it catches truncated files, NaN, implausible HU and
-    masks that break the mask rule, without resampling anything. Returns warnings.
+    This is what ``vent validate`` adds to ``check_cohort``: it catches truncated files, NaN, implausible HU, masks
+    that break the mask rule or are tiny (fewer than ``min_voxels`` 2 mm voxels: an error; under ``MIN_LUNG_ML``: a
+    warning), a RefVI that is all zeros or lies outside the lung (``MIN_REFVI_OVERLAP``), without resampling the
+    CT. Every file is read even after a problem, so one pass lists them all. Returns warnings.
 
     Raises:
-        DataError: naming the file at fault.
+        DataError: naming each file at fault (only when ``findings`` is None).
     """
-    warnings: list[str] = []
-    pairs = list(zip(files.phase_images, files.phase_masks))
+    own = findings is None
+    findings = Findings() if own else findings
+    n_before = len(findings.warnings)
+    masks = files.phase_masks if files.has_masks else [None] * len(files.phase_images)
+    pairs = list(zip(files.phase_images, masks))
     if files.average_image is not None:
         pairs.append((files.average_image, files.average_mask))
+    first_mask = None
     for image_path, mask_path in pairs:
         mask = None
         if mask_path is not None:
-            mask, warning = read_lung_mask(mask_path, "lung mask")
-            warnings += [warning] if warning else []
-        read_ct(image_path, "CT image", mask)
-    if files.vent_mask is not None:
-        warning = read_lung_mask(files.vent_mask, "RefVI lung mask")[1]
-        warnings += [warning] if warning else []
-    _read_refvi(files)
-    return warnings
+            read = findings.attempt(read_lung_mask, mask_path, "lung mask")
+            if read is not None:
+                mask, warning = read
+                findings.warn(warning)
+                _check_mask_size(mask, mask_path, min_voxels, findings)
+                first_mask = first_mask or mask
+        findings.attempt(read_ct, image_path, "CT image", mask)
+    if files.vent_image is not None:
+        if files.vent_mask is not None:
+            read = findings.attempt(read_lung_mask, files.vent_mask, "RefVI lung mask")
+            findings.warn(read[1] if read else None)
+        refvi = findings.attempt(_read_refvi, files)
+        if refvi is not None:
+            findings.attempt(_check_refvi_in_lung, files, refvi, first_mask)
+    if own:
+        findings.raise_errors()
+    return findings.warnings[n_before:]
+
+
+def _check_mask_size(mask: sitk.Image, path: Path, min_voxels: int, findings: Findings) -> None:
+    """A lung mask smaller than ``min_voxels`` 2 mm voxels is an error; under ``MIN_LUNG_ML`` a warning."""
+    volume_ml = float(sitk.GetArrayViewFromImage(mask).astype(bool).sum()) * float(np.prod(mask.GetSpacing())) / 1e3
+    if volume_ml < min_voxels * 8.0 / 1000.0:
+        findings.error(
+            f"lung mask {path} holds {volume_ml:.1f} ml, fewer than preprocess.min_lung_voxels={min_voxels} voxels of "
+            "2 mm; is it the lung mask of this image? Fix it, or leave the subject out with data.exclude"
+        )
+    elif volume_ml < MIN_LUNG_ML:
+        findings.warn(f"lung mask {path} holds only {volume_ml:.0f} ml (an adult lung pair: 3000-6000 ml)")
+
+
+def _check_refvi_in_lung(files: SubjectFiles, refvi: sitk.Image, lung: sitk.Image | None) -> None:
+    """DataError when the RefVI is all zeros or covers less than ``MIN_REFVI_OVERLAP`` of the CT lung mask."""
+    values = sitk.GetArrayViewFromImage(refvi)
+    if not (values > 0).any():
+        raise DataError(
+            f"reference ventilation image {files.vent_image} holds no positive value (all zeros); export it again "
+            f"or leave {files.case_id} out with data.exclude"
+        )
+    if lung is None:
+        return
+    support = read_image(files.vent_mask, "RefVI lung mask") > 0 if files.vent_mask is not None else refvi > 0
+    on_ct = sitk.Resample(sitk.Cast(support, sitk.sitkUInt8), lung, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    inside = sitk.GetArrayViewFromImage(lung) > 0
+    share = float((sitk.GetArrayViewFromImage(on_ct)[inside] > 0).mean())
+    if share < MIN_REFVI_OVERLAP:
+        raise DataError(
+            f"reference ventilation image {files.vent_image} covers only {share:.0%} of the CT lung mask of "
+            f"{files.case_id} in physical space (at least {MIN_REFVI_OVERLAP:.0%} expected): the RefVI lies outside "
+            "the lung. Check its origin and direction against the CT, or leave the subject out with data.exclude"
+        )
 
 
 def _crop_box(mask_zyx: np.ndarray, margin_vox: tuple[int, int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -181,26 +274,44 @@ def _reference_grid(files: SubjectFiles, spacing_mm: Any) -> tuple[Grid, sitk.Im
     return make_isotropic_grid(grid_of(reference), spacing_mm), average_mask_image
 
 
-def _read_phases(files: SubjectFiles, grid: Grid) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """Each phase's CT (linear, -1024 HU outside) and lung mask on ``grid``, and its lung volume in ml."""
+def _read_phases(
+    files: SubjectFiles, grid: Grid, segmentation: SegmentationConfig
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float], dict[str, Any]]:
+    """Each phase's CT (linear, -1024 HU outside) and lung mask on ``grid``, its lung volume in ml, and how the masks
+    were made (given, or segmented: ``preprocess.segmentation``)."""
+    names = [str(p) for p in files.phase_images]
+    if files.has_masks and segmentation.when != "always":
+        mask_images = [_read_mask(path, "phase lung mask") for path in files.phase_masks]
+        images = [read_ct(path, "phase image", mask) for path, mask in zip(files.phase_images, mask_images)]
+        origin = {"lung_masks": "given"}
+    else:
+        from vent.segmentation import segment_case
+
+        images = [read_ct(path, "phase image") for path in files.phase_images]
+        average = read_ct(files.average_image, "average CT") if files.average_image is not None else None
+        mask_images, facts = segment_case(images, average, segmentation, names)
+        origin = {"lung_masks": "segmented", "segmentation": facts}
+        log.info("%s: lungs segmented (%s, %s)", files.case_id, segmentation.backend, segmentation.mode)
     ct, phase_masks, volumes_ml = [], [], []
     voxel_ml = float(np.prod(grid.spacing_mm_xyz)) / 1000.0
-    for image_path, mask_path in zip(files.phase_images, files.phase_masks):
-        mask_image = _read_mask(mask_path, "phase lung mask")
-        ct.append(resample_to_grid(read_ct(image_path, "phase image", mask_image), grid, "linear", default=-1024.0))
+    for image, mask_image, name in zip(images, mask_images, names):
+        ct.append(resample_to_grid(image, grid, "linear", default=-1024.0))
         mask = resample_to_grid(mask_image, grid, "mask")
         if not mask.any():
-            raise DataError(f"lung mask {mask_path} is empty (no voxel > 0); check the file or exclude {files.case_id}")
+            raise DataError(f"lung mask of {name} is empty on the {grid.spacing_mm_xyz} mm grid; check the mask or "
+                            f"exclude {files.case_id}")
         phase_masks.append(mask)
         volumes_ml.append(float(mask.sum()) * voxel_ml)
-    return ct, phase_masks, volumes_ml
+    return ct, phase_masks, volumes_ml, origin
 
 
 def _average_mask(
-    files: SubjectFiles, average_mask_image: sitk.Image | None, grid: Grid, phase_masks: list[np.ndarray]
+    files: SubjectFiles, average_mask_image: sitk.Image | None, grid: Grid, phase_masks: list[np.ndarray],
+    mask_origin: dict[str, Any],
 ) -> np.ndarray:
-    """The average lung mask on ``grid``, or the phases' majority vote (mean >= 0.5) when the subject has none."""
-    if files.average_mask is None:
+    """The average lung mask on ``grid``, or the phases' majority vote (mean >= 0.5) when the subject has none or
+    its masks were segmented."""
+    if files.average_mask is None or mask_origin["lung_masks"] == "segmented":
         return (np.mean(phase_masks, axis=0) >= 0.5).astype(np.uint8)
     average_mask = resample_to_grid(average_mask_image, grid, "mask")
     if not average_mask.any():
@@ -211,7 +322,10 @@ def _average_mask(
 def _refvi_on_grid(
     files: SubjectFiles, grid: Grid, interpolation: str, like: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The RefVI (NaN where no RefVI lung voxel is near) and its lung mask (all ones when absent) on ``grid``."""
+    """The RefVI (NaN where no RefVI lung voxel is near) and its lung mask (all ones when absent) on ``grid``; a
+    subject without a RefVI (``vent predict``) gets zeros."""
+    if files.vent_image is None:
+        return np.zeros(like.shape, np.float32), np.ones_like(like)
     refvi_image = _read_refvi(files)
     vent_mask_image = _read_mask(files.vent_mask, "RefVI lung mask") if files.vent_mask is not None else None
     refvi = resample_refvi(refvi_image, vent_mask_image, grid, interpolation)
@@ -244,9 +358,15 @@ def _check_lung_size(n_lung: int, files: SubjectFiles, settings: PreprocessConfi
     if n_lung < settings.min_lung_voxels:
         raise DataError(
             f"{files.case_id}: only {n_lung} analysed lung voxels at {settings.spacing_mm} mm (analysis_mask="
-            f"{settings.analysis_mask}); do the CT mask ({files.average_mask or files.phase_masks[0]}) and the RefVI "
-            f"mask ({files.vent_mask}) overlap? Minimum is preprocess.min_lung_voxels={settings.min_lung_voxels}"
+            f"{settings.analysis_mask}); do the CT mask ({_mask_name(files)}) and the RefVI mask ({files.vent_mask}) "
+            f"overlap? Minimum is preprocess.min_lung_voxels={settings.min_lung_voxels}"
         )
+
+
+def _mask_name(files: SubjectFiles) -> str:
+    if files.average_mask is not None:
+        return str(files.average_mask)
+    return str(files.phase_masks[0]) if files.has_masks else "segmented"
 
 
 def _phase_order(volumes_ml: list[float], phase_order: str) -> tuple[list[int], int, int]:
@@ -269,9 +389,12 @@ def _crop_window(
 
 
 def _ground_truth(
-    refvi_zyx: np.ndarray, lung_zyx: np.ndarray, ground_truth: GroundTruthConfig, case_id: str
-) -> DefectResult:
-    """``derive_defects`` under ``preprocess.ground_truth``, warning when the outlier clipping did not converge."""
+    refvi_zyx: np.ndarray, lung_zyx: np.ndarray, ground_truth: GroundTruthConfig, case_id: str, has_reference: bool
+) -> DefectResult | None:
+    """``derive_defects`` under ``preprocess.ground_truth``, warning when the outlier clipping did not converge;
+    None for a subject without a RefVI."""
+    if not has_reference:
+        return None
     gt = derive_defects(
         refvi_zyx,
         lung_zyx,
@@ -294,13 +417,15 @@ def _ground_truth(
 
 def _case_attrs(
     files: SubjectFiles, settings: PreprocessConfig, order: list[int], volumes_ml: list[float],
-    phases: tuple[int, int], crop: tuple[tuple[int, ...], Grid], n_lung: int, gt: DefectResult, n_without_refvi: int,
+    phases: tuple[int, int], crop: tuple[tuple[int, ...], Grid], n_lung: int, gt: DefectResult | None,
+    n_without_refvi: int,
 ) -> dict[str, Any]:
-    """The case's HDF5 attributes: phase files and order, volumes, crop, ground-truth method and outcome."""
+    """The case's HDF5 attributes: phase files and order, volumes, crop, ground-truth method and outcome (none
+    without a RefVI: ``has_reference`` False)."""
     exhale, inhale = phases
     start, grid = crop
     ground_truth = settings.ground_truth
-    return {
+    common = {
         "phase_files": [str(files.phase_images[i]) for i in order],
         "phase_order": [int(files.phase_numbers[i]) for i in order],
         "lung_volume_ml": [volumes_ml[i] for i in order],
@@ -310,6 +435,14 @@ def _case_attrs(
         "uncropped_size_xyz": list(grid.size_xyz),
         "n_lung_voxels": n_lung,
         "analysis_mask": settings.analysis_mask,
+        "source_folder": str(files.folder),
+        "has_reference": gt is not None,
+        "modality": files.modality,
+    }
+    if gt is None:
+        return common
+    return {
+        **common,
         "gt_method": ground_truth.method,
         "gt_fraction": ground_truth.fraction,
         "gt_threshold": gt.threshold,
@@ -321,16 +454,19 @@ def _case_attrs(
         "refvi_interpolation": ground_truth.refvi_interpolation,
         "n_lung_without_refvi": n_without_refvi,
         "defect_fraction": gt.defect_fraction,
-        "source_folder": str(files.folder),
     }
 
 
 def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCase:
-    """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder)."""
+    """Read, check, resample and crop one subject and derive its ground truth (pure of any run folder).
+
+    A subject without lung masks has them segmented (``preprocess.segmentation``); one without a RefVI (only
+    ``vent predict`` passes one) gets no ground truth: zero RefVI and defects, ``has_reference`` False.
+    """
     settings = config.preprocess
     grid, average_mask_image = _reference_grid(files, settings.spacing_mm)
-    ct, phase_masks, volumes_ml = _read_phases(files, grid)
-    average_mask = _average_mask(files, average_mask_image, grid, phase_masks)
+    ct, phase_masks, volumes_ml, mask_origin = _read_phases(files, grid, settings.segmentation)
+    average_mask = _average_mask(files, average_mask_image, grid, phase_masks, mask_origin)
     refvi, vent_mask = _refvi_on_grid(files, grid, settings.ground_truth.refvi_interpolation, average_mask)
     lung, no_refvi = _analysis_mask(settings.analysis_mask, average_mask, vent_mask, phase_masks, refvi, files.case_id)
     refvi = np.nan_to_num(refvi, nan=0.0)
@@ -338,22 +474,20 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
     order, exhale, inhale = _phase_order(volumes_ml, config.data.phase_order)
     start, shape, window = _crop_window(phase_masks, lung, grid, settings.crop_margin_mm)
     cropped_lung = lung[window]
-    gt = _ground_truth(refvi[window], cropped_lung, settings.ground_truth, files.case_id)
-    ct_tzyx = np.stack([ct[i][window] for i in order]).astype(np.float32)
-    masks_tzyx = np.stack([phase_masks[i][window] for i in order]).astype(np.uint8)
+    gt = _ground_truth(refvi[window], cropped_lung, settings.ground_truth, files.case_id, files.vent_image is not None)
     attrs = _case_attrs(
         files, settings, order, volumes_ml, (exhale, inhale), (start, grid), int(cropped_lung.sum()), gt,
         int(no_refvi.sum()),
     )
     return PreprocessedCase(
         case_id=files.case_id,
-        ct_tzyx=ct_tzyx,
-        phase_masks_tzyx=masks_tzyx,
+        ct_tzyx=np.stack([ct[i][window] for i in order]).astype(np.float32),
+        phase_masks_tzyx=np.stack([phase_masks[i][window] for i in order]).astype(np.uint8),
         lung_mask_zyx=cropped_lung.astype(np.uint8),
         refvi_zyx=refvi[window].astype(np.float32),
-        defect_zyx=gt.defect_zyx,
+        defect_zyx=np.zeros_like(cropped_lung, np.uint8) if gt is None else gt.defect_zyx,
         grid=grid.crop(start, shape),
-        attrs=attrs,
+        attrs={**attrs, **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in mask_origin.items()}},
     )
 
 
@@ -370,23 +504,30 @@ class PreprocessStage(PerCaseStage):
             for case, files in subjects.items()
         }
 
-    def check(self, ctx: RunContext, voxels: bool = False) -> list[str]:
+    def check(self, ctx: RunContext, voxels: bool = False, findings: Findings | None = None) -> list[str]:
         """The data checks of ``vent validate``; ``run`` makes the same ones. Returns warnings.
 
         Args:
             ctx: the run context (its hash cache is shared with the fingerprints).
             voxels: also read every file's voxels (``check_subject_voxels``); ``run`` does that while reading each
                 subject instead.
+            findings: collect every problem here instead of raising (``vent validate``).
 
         Raises:
-            DataError: naming the file (or both folders) at fault.
+            DataError: naming every file (or both folders) at fault, when ``findings`` is None.
         """
+        own = findings is None
+        findings = Findings() if own else findings
+        n_before = len(findings.warnings)
         subjects = cohort_subjects(ctx.config)
-        warnings = check_cohort(subjects, ctx.hashes().sha256)
+        settings = ctx.config.preprocess
+        check_cohort(subjects, ctx.hashes().sha256, segmentation=settings.segmentation, findings=findings)
         if voxels:
             for files in subjects.values():
-                warnings += check_subject_voxels(files)
-        return warnings
+                check_subject_voxels(files, findings, min_voxels=settings.min_lung_voxels)
+        if own:
+            findings.raise_errors()
+        return findings.warnings[n_before:]
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
         files = self._subjects[case]
@@ -396,7 +537,8 @@ class PreprocessStage(PerCaseStage):
 
     def run(self, ctx: RunContext, plan) -> dict[str, Any]:
         self._subjects = cohort_subjects(ctx.config)
-        for warning in check_cohort(self._subjects, ctx.hashes().sha256):
+        segmentation = ctx.config.preprocess.segmentation
+        for warning in check_cohort(self._subjects, ctx.hashes().sha256, segmentation=segmentation):
             ctx.echo(f"[{self.name}] warning: {warning}")
         return super().run(ctx, plan)
 

@@ -35,7 +35,7 @@ from vent.radiomics.lung_edge import carry_nearest_phase, edge_sequences
 from vent.runner import RunContext
 from vent.stages.base import PerCaseStage, upstream_cases
 
-__all__ = ["RadiomicsStage", "selected_feature_specs", "filter_settings_from_config"]
+__all__ = ["RadiomicsStage", "selected_feature_specs", "filter_settings_from_config", "compute_radiomics_case"]
 
 log = logging.getLogger(__name__)
 
@@ -104,40 +104,64 @@ class RadiomicsStage(PerCaseStage):
         return {case: {"preprocess": fp} for case, fp in upstream_cases(ctx, "preprocess").items()}
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
-        config = ctx.config.radiomics
-        specs = selected_feature_specs(config.features)
-        feature_ids = [s.id for s in specs]
         pre = read_preprocessed_case(ctx.case_file("preprocess", case))
-        settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx, ctx.config.execution)
-        lung = pre.lung_mask_zyx > 0
-        coords = np.argwhere(lung).astype(np.int32)
-        n_voxels, n_phases = len(coords), pre.n_phases
-        scales = _phase_scales(pre, lung, config)
-        attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
-        counts = EmptyKernelCounts.zeros(n_phases)
-        keep = np.ones(n_voxels, dtype=bool)
-        with h5py.File(out_path, "w") as handle:
-            features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
-            with ctx.progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
-                blocks = case_feature_blocks(pre, coords, config, settings, feature_ids, counts, bar.advance, scales)
-                for start, values, kept in blocks:
-                    features[start : start + len(values)] = values
-                    keep[start : start + len(values)] = kept
-            z, y, x = coords.T
-            write_radiomics_voxel_data(
-                handle,
-                intensity_nt=pre.ct_tzyx[:, z, y, x].T,
-                labels=pre.defect_zyx[z, y, x],
-                refvi=pre.refvi_zyx[z, y, x],
-                coords_zyx=coords,
-                edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx, settings.kernel_voxels),
-            )
-            handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
-        if not keep.all():
-            compact_radiomics_case(out_path, keep)
-        if counts.total_touched:
-            log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
-        return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
+        return compute_radiomics_case(
+            pre, ctx.config.radiomics, ctx.config.execution, out_path, fingerprint, ctx.progress
+        )
+
+
+def compute_radiomics_case(
+    pre: Any, config: Any, execution: Any, out_path: Path, fingerprint: str, progress: Any,
+    feature_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``out_path``: the radiomic sequences of every analysed voxel of a preprocessed case (module docstring).
+
+    Args:
+        pre: the ``PreprocessedCase``.
+        config: the ``radiomics`` section.
+        execution: the ``execution`` section (engine, threads).
+        out_path: the radiomics HDF5 to write.
+        fingerprint: stamped in the file.
+        progress: the run's progress (``task(description, total)``).
+        feature_ids: compute only these (``vent predict``: the features a trained model reads); None = the
+            section's ``features``.
+
+    Returns:
+        Per-case facts: voxels kept, phases, empty-kernel counts.
+    """
+    specs = selected_feature_specs(config.features if feature_ids is None else feature_ids)
+    feature_ids = [s.id for s in specs]
+    case = pre.case_id
+    settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx, execution)
+    lung = pre.lung_mask_zyx > 0
+    coords = np.argwhere(lung).astype(np.int32)
+    n_voxels, n_phases = len(coords), pre.n_phases
+    scales = _phase_scales(pre, lung, config)
+    attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
+    counts = EmptyKernelCounts.zeros(n_phases)
+    keep = np.ones(n_voxels, dtype=bool)
+    with h5py.File(out_path, "w") as handle:
+        features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
+        with progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
+            blocks = case_feature_blocks(pre, coords, config, settings, feature_ids, counts, bar.advance, scales)
+            for start, values, kept in blocks:
+                features[start : start + len(values)] = values
+                keep[start : start + len(values)] = kept
+        z, y, x = coords.T
+        write_radiomics_voxel_data(
+            handle,
+            intensity_nt=pre.ct_tzyx[:, z, y, x].T,
+            labels=pre.defect_zyx[z, y, x],
+            refvi=pre.refvi_zyx[z, y, x],
+            coords_zyx=coords,
+            edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx, settings.kernel_voxels),
+        )
+        handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
+    if not keep.all():
+        compact_radiomics_case(out_path, keep)
+    if counts.total_touched:
+        log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
+    return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
 
 
 def _case_attrs(
