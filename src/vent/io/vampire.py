@@ -90,6 +90,11 @@ class SubjectFiles:
         return files
 
 
+def expected_refvi(folder: Path) -> Path:
+    """Where the VAMPIRE layout keeps a subject's RefVI (for messages)."""
+    return folder / "GT" / "VentImage.mha"
+
+
 def _strip_ext(name: str) -> str:
     for ext in _EXTENSIONS:
         if name.lower().endswith(ext):

@@ -39,6 +39,7 @@ from vent.io.vampire import (
     check_subject_headers,
     choose_subjects,
     discover_subjects,
+    expected_refvi,
     find_subject_files,
 )
 from vent.runner import RunContext
@@ -124,7 +125,7 @@ def check_cohort(
         if require_reference and files.vent_image is None:
             findings.error(
                 f"reference ventilation image missing for {files.case_id}: expected "
-                + (str(files.folder / "GT" / "VentImage.mha") if files.source is None
+                + (str(expected_refvi(files.folder)) if files.source is None
                    else f"a 'refvi' row in {files.source}")
                 + "; training needs one per case (`vent predict` applies a trained model to a case without)"
             )
