@@ -219,11 +219,21 @@ def _check_in_browser(html: Path) -> None:
 
 
 @app.command()
-def validate(config: ConfigArg, overrides: SetOption = None) -> None:
-    """Check the config and read all the data (files, phases, geometry, duplicates, HU, masks) without computing."""
+def validate(
+    config: ConfigArg,
+    overrides: SetOption = None,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the report (every problem, by case) to this JSON file.")
+    ] = None,
+) -> None:
+    """Check the config and read all the data (files, phases, geometry, duplicates, HU, masks) without computing.
+
+    Every problem of every subject is listed in one pass, grouped by case; the exit code is 1 when any is an error.
+    """
     with _errors():
+        from vent.io.atomic import write_json
         from vent.stages import check_config
-        from vent.stages.preprocess import PreprocessStage, cohort_subjects
+        from vent.validation import validate_dataset
 
         ctx = _context(config, overrides, None)
         check_config(ctx.config)
@@ -233,18 +243,73 @@ def validate(config: ConfigArg, overrides: SetOption = None) -> None:
             check_config(ctx.config, n_cases=data.synthetic.cases)
             typer.echo(f"data: a synthetic cohort will be generated in {data.root} ({data.synthetic.cases} cases)")
             return
-        warnings = PreprocessStage().check(ctx, voxels=True)
-        subjects = cohort_subjects(ctx.config)
-        check_config(ctx.config, n_cases=len(subjects))
-        n_phases = len(next(iter(subjects.values())).phase_images)
-        typer.echo(
-            f"data {data.root}: {len(subjects)} subjects, {n_phases} phases each, headers consistent, "
-            "every file read in full (HU and masks plausible)"
-        )
+        report = validate_dataset(ctx.config, sha256=ctx.hashes().sha256)
+        if report.ok:
+            typer.echo(
+                f"data {report.location}: {report.n_subjects} subjects, {report.n_phases} phases each, headers "
+                "consistent, every file read in full (HU and masks plausible)"
+            )
+        colours = {"error": typer.colors.RED, "warning": typer.colors.YELLOW}
+        for kind, text in report.lines():
+            typer.secho(text, fg=colours.get(kind), bold=kind == "case")
         for reason_case, reason in data.exclude.items():
             typer.echo(f"  excluded {reason_case}: {reason}")
-        for warning in warnings:
-            typer.secho(f"  warning: {warning}", fg=typer.colors.YELLOW)
+        typer.secho(report.summary(), fg=None if report.ok else typer.colors.RED)
+        if json_path is not None:
+            write_json(json_path, report.to_dict())
+            typer.echo(f"report written to {json_path}")
+        if report.n_subjects:
+            check_config(ctx.config, n_cases=report.n_subjects)
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (its train/model_card.json says everything).")],
+    source: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="A VAMPIRE subject or study folder, a manifest (.csv/.yaml), or a folder "
+                       "of phase images (files, or one DICOM series per sub-folder)."),
+    ],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for the maps (one sub-folder per case).")],
+    method: Annotated[
+        Optional[str], typer.Option("--method", help="Table 2 row whose fold models predict (default: the reference).")
+    ] = None,
+    case: Annotated[Optional[list[str]], typer.Option("--case", help="Only this case id (repeat).")] = None,
+    file_format: Annotated[str, typer.Option("--format", help="nii.gz, nii, mha or nrrd.")] = "nii.gz",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Radiomics threads.")] = None,
+    allow_spacing: Annotated[
+        bool, typer.Option("--allow-spacing", help="Predict a case coarser than the training scans (a warning).")
+    ] = False,
+    match_phases: Annotated[
+        bool, typer.Option("--match-phases", help="Read a case with k times the models' phases at every k-th phase.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo cases whose outputs are current.")] = False,
+) -> None:
+    """Apply a trained run to new patients: defect probability, binary map and fold uncertainty in each patient's
+    original space, an overview PNG, and Table 2 / VAMPIRE metrics for cases that have a RefVI."""
+    with _errors():
+        from vent.errors import ConfigError
+        from vent.predict import PredictOptions, predict_cohort
+        from vent.predict.maps import FORMATS
+
+        if file_format not in FORMATS:
+            raise ConfigError(f"--format {file_format!r}: use one of {', '.join(FORMATS)}")
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise ConfigError(f"--device {device!r}: use auto, cpu or cuda[:N]")
+        options = PredictOptions(method, file_format, device, workers, allow_spacing, match_phases)
+        with _RichProgress() as progress:
+            summary = predict_cohort(run_dir.resolve(), source.resolve(), out_dir.resolve(), options, progress,
+                                     echo=typer.echo, cases=case, force=force)
+        typer.echo(f"predicted {len(summary['cases'])} case(s) with {summary['row']}: {out_dir}")
+        external = summary.get("external_validation")
+        if external:
+            typer.echo(f"external validation on {external['n_cases']} case(s) (mean, min-max):")
+            for name, value in external.items():
+                if isinstance(value, dict):
+                    typer.echo(f"  {name:<12} {value['mean']:.3f} ({value['min']:.3f}-{value['max']:.3f})")
 
 
 @app.command()
@@ -301,11 +366,26 @@ def synth(
         Optional[float],
         typer.Option("--slab-mm", help="With --from-ct: lung kept above the dome in mm (default 36; 0 = whole lung)."),
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option("--layout", help="vampire (default), or nifti / dicom: the cohort rewritten under OUT_DIR in "
+                     "that layout with OUT_DIR/manifest.csv (the VAMPIRE copy is kept in OUT_DIR/vampire)."),
+    ] = "vampire",
 ) -> None:
     """Write a realistic synthetic 4DCT cohort with reference ventilation images (or a semi-real one: --from-ct)."""
     with _errors():
         from vent.errors import ConfigError
         from vent.synth import write_synthetic_cohort
+        from vent.synth.export import LAYOUTS, export_cohort
+
+        if layout != "vampire":
+            if layout not in LAYOUTS:
+                raise ConfigError(f"--layout {layout!r}: use vampire, {' or '.join(LAYOUTS)}")
+            vampire = Path(out_dir, "vampire")
+            synth(vampire, cases, modality, size, seed, from_ct, lung_mask, slab_mm, "vampire")
+            manifest = export_cohort(vampire, out_dir, layout, modality=None if from_ct else modality)
+            typer.echo(f"rewrote it in the {layout} layout: {manifest}")
+            return
 
         if from_ct is not None:
             from dataclasses import replace

@@ -19,12 +19,26 @@ _CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    """SHA-256 of a file's bytes, read in 1 MiB chunks; of a folder (a DICOM series), the SHA-256 of its files'
+    relative names and hashes in name order, so a changed, added or removed slice changes it."""
+    path = Path(path)
+    if path.is_dir():
+        listing = [f"{f.relative_to(path)}:{file_sha256(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
+        return hashlib.sha256("\n".join(listing).encode()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, newest mtime) of a file, or of every file in a folder (sizes summed)."""
+    if not path.is_dir():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime_ns
+    stats = [f.stat() for f in path.rglob("*") if f.is_file()]
+    return sum(s.st_size for s in stats) + len(stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
 class HashCache:
@@ -40,17 +54,17 @@ class HashCache:
         self._dirty = False
 
     def sha256(self, path: Path) -> str:
-        """The file's SHA-256, from the cache when its size and mtime are unchanged."""
+        """The file's (or DICOM folder's) SHA-256, from the cache when its size and mtime are unchanged."""
         path = Path(path).resolve()
-        stat = path.stat()
+        size, mtime = _stamp(path)
         key = str(path)
         with self._lock:
             entry = self._entries.get(key)
-            if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+            if entry and entry[0] == size and entry[1] == mtime:
                 return entry[2]
         digest = file_sha256(path)
         with self._lock:
-            self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+            self._entries[key] = [size, mtime, digest]
             self._dirty = True
         return digest
 

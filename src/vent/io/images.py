@@ -201,6 +201,30 @@ def _series_summary(folder: Path, uid: str) -> str:
     return f"{uid}{f' {description!r}' if description else ''} ({len(files)} files)"
 
 
+def read_header(path: Path) -> sitk.ImageFileReader | sitk.Image:
+    """The header of an image file (no voxels read: ``GetSize``, ``GetSpacing``, ``GetOrigin``, ``GetDirection``,
+    ``GetDimension``), or the image of a DICOM series folder (read whole: a series' slice count and spacing come from
+    all its files).
+
+    Raises:
+        DataError: the file is missing or not an image SimpleITK reads; the message names it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_image(path, "image")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise DataError(
+            f"{path} could not be read by SimpleITK: it is missing, corrupt or not in a supported format (.mha, "
+            ".mhd, .nii, .nii.gz, .nrrd, or a DICOM series folder). Copy or export the file again, or leave the "
+            "subject out with data.exclude"
+        ) from None
+    return reader
+
+
 def read_lung_mask(path: Path, what: str = "lung mask") -> tuple[sitk.Image, str | None]:
     """Read a lung mask and apply the mask rule of ``vent.io.checks.check_lung_mask`` (lung = value > 0).
 
@@ -299,6 +323,12 @@ def make_isotropic_grid(reference: Grid, spacing_mm_xyz: tuple[float, float, flo
     )
 
 
+MASK_LEVEL = 0.5 - 1e-4
+"""Level at which a linearly resampled 0/1 mask is inside. A 2 mm plane midway between two 5 mm slices gets exactly
+0.5; 1e-4 below it keeps that tie inside whatever the float32 rounding of the grids' origins (NIfTI stores them as
+float32: a 1e-5 mm shift otherwise flipped about 2% of a phase mask between a DICOM and a NIfTI copy of one case)."""
+
+
 def resample_to_grid(image: sitk.Image, grid: Grid, interpolation: str = "linear", default: float = 0.0) -> np.ndarray:
     """Resample ``image`` onto ``grid`` in physical space and return the (z, y, x) array.
 
@@ -306,7 +336,8 @@ def resample_to_grid(image: sitk.Image, grid: Grid, interpolation: str = "linear
         image: the source image (any grid, any direction).
         grid: the target grid.
         interpolation: "linear" for intensities, "mask" for binary masks (linear interpolation of the 0/1 mask,
-            then >= 0.5, which keeps partial-volume fractions honest when downsampling), "nearest" for labels.
+            then >= 0.5 (``MASK_LEVEL``), which keeps partial-volume fractions honest when downsampling), "nearest"
+            for labels.
         default: value outside the source image.
     Returns:
         float32 array for "linear", uint8 for "mask" and "nearest".
@@ -320,7 +351,7 @@ def resample_to_grid(image: sitk.Image, grid: Grid, interpolation: str = "linear
     if interpolation == "mask":
         binary = sitk.Cast(image > 0, sitk.sitkFloat32)
         out = sitk.Resample(binary, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        return (sitk.GetArrayFromImage(out) >= 0.5).astype(np.uint8)
+        return (sitk.GetArrayFromImage(out) >= MASK_LEVEL).astype(np.uint8)
     if interpolation == "nearest":
         out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, default)
         return sitk.GetArrayFromImage(out).astype(np.uint8)

@@ -173,3 +173,25 @@ def prediction_map_file(run_dir: Path, row: str, case: str, kind: str) -> Path:
     """A prediction as a NIfTI volume on the case's analysis grid: ``<case>_<kind>.nii.gz`` (probability, defect,
     ventilation for a continuous map), for 3D Slicer / ITK-SNAP."""
     return prediction_dir(run_dir, row) / f"{case}_{kind}.nii.gz"
+
+
+def model_card_file(run_dir: Path) -> Path:
+    """``train/model_card.json``: what ``vent predict`` needs to apply the run's trained models without its config
+    (``vent.io.model_card``)."""
+    return stage_dir(run_dir, "train") / "model_card.json"
+
+
+def predict_case_dir(out_dir: Path, case: str) -> Path:
+    """``OUT/<case>/``: one predicted case's maps, overview and facts (``vent predict``)."""
+    return Path(out_dir) / case
+
+
+def predict_output_file(out_dir: Path, case: str, kind: str, extension: str) -> Path:
+    """``OUT/<case>/<case>_<kind><extension>``: a predicted map (probability, defect, uncertainty, lung) in the
+    patient's original space, or its overview (``.png``) or facts (``.json``)."""
+    return predict_case_dir(out_dir, case) / f"{case}_{kind}{extension}"
+
+
+def predict_summary_file(out_dir: Path, name: str) -> Path:
+    """``OUT/<name>``: the cohort files of ``vent predict`` (``cases.csv``, ``metrics.csv``, ``summary.json``)."""
+    return Path(out_dir) / name

@@ -14,8 +14,10 @@ CSV (one row per file; a spreadsheet writes it)::
     P01,average,,P01/ct_avg.nii.gz,P01/lung_avg.nii.gz,
     P01,refvi,,P01/spect.nii.gz,P01/spect_lung.nii.gz,
 
-``kind`` is ``phase`` (``phase`` gives its number; the phases are ordered by it), ``average`` or ``refvi``; ``mask``
-and ``modality`` may be empty; ``kind`` may be left out when every row is a phase. YAML::
+``case_id``, ``phase`` and ``image`` are required columns. ``kind`` is ``phase`` (``phase`` gives its number; the
+phases are ordered by it, not by the rows), ``average`` or ``refvi``; ``phase``, ``mask`` and ``modality`` may be
+empty on the other rows; ``kind`` may be left out when every row is a phase. A value holding a comma is quoted. A
+case id names the case's output files, so it holds no ``/`` or ``\\``. YAML::
 
     cases:
       - id: P01
@@ -35,6 +37,7 @@ phases, paths that do not exist), naming the manifest and the row.
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ __all__ = ["MANIFEST_SUFFIXES", "CSV_COLUMNS", "is_manifest", "read_manifest", "
 
 MANIFEST_SUFFIXES = (".csv", ".yaml", ".yml")
 CSV_COLUMNS = ("case_id", "kind", "phase", "image", "mask", "modality")
-_REQUIRED_CSV = ("case_id", "image")
+_REQUIRED_CSV = ("case_id", "phase", "image")
 _KINDS = ("phase", "average", "refvi")
 _YAML_KEYS = ("id", "modality", "phases", "phase_masks", "average_image", "average_mask", "refvi", "refvi_mask")
 
@@ -86,8 +89,13 @@ def read_manifest(path: Path) -> dict[str, SubjectFiles]:
     return subjects
 
 
-def _cases_from_csv(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Rows grouped by case into the YAML entry form, and the problems found."""
+def _read_csv_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
+    """The CSV's rows as ``(line number, {column: stripped value})`` after checking its header, and the problems.
+
+    The line number is the reader's (blank lines and quoted line breaks counted), so a message points at the line a
+    spreadsheet or editor shows. A row with more values than columns (a path with an unquoted comma) is a problem:
+    its extra values would otherwise be dropped without a word.
+    """
     problems: list[str] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -101,12 +109,25 @@ def _cases_from_csv(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
                     ([f"missing column(s) {', '.join(missing)}"] if missing else [])
                     + ([f"unknown column(s) {', '.join(unknown)}"] if unknown else [])
                 )
-                + f". The columns are {', '.join(CSV_COLUMNS)} (case_id and image required)"
+                + f". The columns are {', '.join(CSV_COLUMNS)} ({', '.join(_REQUIRED_CSV)} required)"
             )
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        rows = []
+        for row in reader:
+            if row.get(None):
+                problems.append(
+                    f"row {reader.line_num}: {len(row[None])} value(s) more than the {len(columns)} columns "
+                    f"({row[None]!r}); quote a value that holds a comma"
+                )
+            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}))
+    return rows, problems
+
+
+def _cases_from_csv(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Rows grouped by case into the YAML entry form, and the problems found."""
+    rows, problems = _read_csv_rows(path)
     cases: dict[str, dict[str, Any]] = {}
     phases: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         where = f"row {line}"
         case_id, kind = row.get("case_id", ""), (row.get("kind") or "phase").lower()
         if not case_id or not row.get("image"):
@@ -134,20 +155,26 @@ def _cases_from_csv(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             if row.get("mask"):
                 entry[mask_key] = row["mask"]
     for case_id, listed in phases.items():
-        numbers = [n for n, _, _ in listed]
-        repeated = sorted({n for n in numbers if numbers.count(n) > 1})
-        if repeated:
-            problems.append(f"case {case_id}: phase number(s) {repeated} listed twice")
-        listed.sort()
-        cases[case_id]["phases"] = [image for _, image, _ in listed]
-        cases[case_id]["phase_numbers"] = [n for n, _, _ in listed]
-        masks = [mask for _, _, mask in listed]
-        if any(masks):
-            cases[case_id]["phase_masks"] = masks
+        _order_phases(cases[case_id], listed, problems)
     return cases, problems
 
 
+def _order_phases(entry: dict[str, Any], listed: list[tuple[int, str, str]], problems: list[str]) -> None:
+    """Set a CSV case's ``phases``, ``phase_numbers`` and ``phase_masks`` in the order of their phase numbers."""
+    numbers = [n for n, _, _ in listed]
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        problems.append(f"case {entry['id']}: phase number(s) {repeated} listed twice")
+    listed.sort()
+    entry["phases"] = [image for _, image, _ in listed]
+    entry["phase_numbers"] = [n for n, _, _ in listed]
+    masks = [mask for _, _, mask in listed]
+    if any(masks):
+        entry["phase_masks"] = masks
+
+
 def _cases_from_yaml(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The ``cases:`` entries by case id (keys checked, ids unique), and the problems found."""
     from vent.config import read_yaml_mapping
 
     raw = read_yaml_mapping(path, "manifest")
@@ -156,6 +183,8 @@ def _cases_from_yaml(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
         raise DataError(f"manifest {path}: expected a top-level 'cases:' list of cases (keys {', '.join(_YAML_KEYS)})")
     cases: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
+    if set(raw) != {"cases"}:
+        problems.append(f"unknown top-level key(s) {', '.join(sorted(map(str, set(raw) - {'cases'})))} (only 'cases')")
     for number, entry in enumerate(entries, start=1):
         where = f"case #{number}"
         if not isinstance(entry, dict) or not entry.get("id"):
@@ -179,15 +208,27 @@ def _resolve(base: Path, value: Any) -> Path:
     return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
 
+def _paths(value: Any, case_id: str, key: str, problems: list[str]) -> list[str]:
+    """A YAML list of paths (an empty CSV mask stays ""); a problem and [] when it is not a list of strings."""
+    if value is None or value == []:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"case {case_id}: {key} must be a list of paths, got {value!r}")
+        return []
+    return value
+
+
 def _subject(manifest: Path, case_id: str, entry: dict[str, Any], problems: list[str]) -> SubjectFiles | None:
     """One case's SubjectFiles, appending to ``problems`` (missing phases, unequal mask count, absent paths)."""
     base = manifest.parent
-    phases = entry.get("phases") or []
-    if not isinstance(phases, list) or not phases:
+    if case_id in (".", "..") or any(c in case_id for c in "/\\"):
+        problems.append(f"case id {case_id!r} names the case's output files (preprocess/<case>.h5); use no / or \\")
+    phases = _paths(entry.get("phases"), case_id, "phases", problems)
+    if not phases:
         problems.append(f"case {case_id}: no phase images listed")
         return None
-    masks = entry.get("phase_masks") or []
-    if masks and (not isinstance(masks, list) or len(masks) != len(phases) or not all(masks)):
+    masks = _paths(entry.get("phase_masks"), case_id, "phase_masks", problems)
+    if masks and (len(masks) != len(phases) or not all(masks)):
         problems.append(
             f"case {case_id}: {len([m for m in masks if m])} phase mask(s) for {len(phases)} phases; give a mask for "
             "every phase or for none (then the lungs are segmented)"
@@ -223,7 +264,10 @@ def _subject(manifest: Path, case_id: str, entry: dict[str, Any], problems: list
 
 
 def write_manifest_csv(path: Path, subjects: list[SubjectFiles]) -> Path:
-    """Write ``subjects`` as a CSV manifest (paths relative to the manifest's folder where they lie below it)."""
+    """Write ``subjects`` as a CSV manifest (paths relative to the manifest's folder where they lie below it).
+
+    Values are written by the ``csv`` module, so a path holding a comma or a quote is quoted and reads back whole.
+    """
     from vent.io.atomic import write_text
 
     path = Path(path)
@@ -233,17 +277,19 @@ def write_manifest_csv(path: Path, subjects: list[SubjectFiles]) -> Path:
         if file is None:
             return ""
         file = Path(file).resolve()
-        return str(file.relative_to(base)) if file.is_relative_to(base) else str(file)
+        return file.relative_to(base).as_posix() if file.is_relative_to(base) else str(file)
 
-    lines = [",".join(CSV_COLUMNS)]
+    rows: list[tuple[object, ...]] = [CSV_COLUMNS]
     for files in subjects:
         modality = files.modality or ""
         for index, image in enumerate(files.phase_images):
             mask = files.phase_masks[index] if files.phase_masks else None
-            lines.append(f"{files.case_id},phase,{files.phase_numbers[index]},{shown(image)},{shown(mask)},{modality}")
+            rows.append((files.case_id, "phase", files.phase_numbers[index], shown(image), shown(mask), modality))
         if files.average_image is not None:
-            lines.append(f"{files.case_id},average,,{shown(files.average_image)},{shown(files.average_mask)},")
+            rows.append((files.case_id, "average", "", shown(files.average_image), shown(files.average_mask), ""))
         if files.vent_image is not None:
-            lines.append(f"{files.case_id},refvi,,{shown(files.vent_image)},{shown(files.vent_mask)},")
-    write_text(path, "\n".join(lines) + "\n")
+            rows.append((files.case_id, "refvi", "", shown(files.vent_image), shown(files.vent_mask), ""))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    write_text(path, buffer.getvalue())
     return path

@@ -205,23 +205,9 @@ def find_subject_files(root: Path, case_id: str) -> SubjectFiles:
 
 
 def _header(path: Path) -> sitk.ImageFileReader | sitk.Image:
-    """The header of an image file (no voxels read), or the image of a DICOM series folder (read whole: a series'
-    slice count and spacing come from all its files)."""
-    from vent.io.images import read_image
+    from vent.io.images import read_header
 
-    if path.is_dir():
-        return read_image(path, "image")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise DataError(
-            f"{path} could not be read by SimpleITK: it is missing, corrupt or not in a supported format (.mha, "
-            ".mhd, .nii, .nii.gz, .nrrd, or a DICOM series folder). Copy or export the file again, or leave the "
-            "subject out with data.exclude"
-        ) from None
-    return reader
+    return read_header(path)
 
 
 def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
@@ -311,9 +297,11 @@ def _check_refvi_headers(files: SubjectFiles, findings: Findings) -> None:
     vent = findings.attempt(_header, files.vent_image)
     if files.vent_mask is not None:
         vent_mask = findings.attempt(_header, files.vent_mask)
-        if vent is not None and vent_mask is not None and tuple(vent_mask.GetSize()) != tuple(vent.GetSize()):
+        problems = geometry_differences(vent_mask, vent) if vent is not None and vent_mask is not None else []
+        if problems:
             findings.error(
-                f"{files.vent_mask} has size {vent_mask.GetSize()} but {files.vent_image} has {vent.GetSize()}"
+                f"{files.vent_mask} does not share the geometry of {files.vent_image}: {'; '.join(problems)}. The "
+                "RefVI lung mask must lie on the RefVI's grid: export it again, or leave the subject out"
             )
     else:
         findings.warn(f"{files.case_id}: no RefVI lung mask; the CT lung mask alone defines the analysed voxels")
@@ -337,7 +325,9 @@ def check_duplicate_subjects(
         DataError: naming both folders and saying to remove one or to list one in ``data.exclude``.
     """
     checks: tuple[tuple[str, Callable[[SubjectFiles], object]], ...] = (
-        ("resolve to the same folder", lambda files: files.folder.resolve()),
+        # a manifest's cases may share one folder: for them the same first phase file is the same subject
+        ("resolve to the same folder",
+         lambda files: (files.phase_images[0] if files.source else files.folder).resolve()),
         ("have names that differ only by case", lambda files: files.case_id.casefold()),
         ("hold identical first phase images (same SHA-256)", lambda files: sha256(files.phase_images[0])),
     )

@@ -119,9 +119,10 @@ def check_cohort(
     own = findings is None
     findings = Findings() if own else findings
     n_before = len(findings.warnings)
-    first = next(iter(subjects.values()))
+    counts = [len(files.phase_images) for files in subjects.values()]
+    expected = max(sorted(set(counts)), key=counts.count)  # the most common count: the odd subjects are named
     for files in subjects.values():
-        check_subject_headers(files, expected_phases=len(first.phase_images), findings=findings)
+        check_subject_headers(files, expected_phases=expected, findings=findings)
         if require_reference and files.vent_image is None:
             findings.error(
                 f"reference ventilation image missing for {files.case_id}: expected "
@@ -175,7 +176,7 @@ def check_subject_voxels(files: SubjectFiles, findings: Findings | None = None, 
     pairs = list(zip(files.phase_images, masks))
     if files.average_image is not None:
         pairs.append((files.average_image, files.average_mask))
-    first_mask = None
+    first_mask, volumes_ml = None, []
     for image_path, mask_path in pairs:
         mask = None
         if mask_path is not None:
@@ -183,9 +184,13 @@ def check_subject_voxels(files: SubjectFiles, findings: Findings | None = None, 
             if read is not None:
                 mask, warning = read
                 findings.warn(warning)
-                _check_mask_size(mask, mask_path, min_voxels, findings)
+                volumes_ml.append(_check_mask_size(mask, mask_path, min_voxels, findings))
                 first_mask = first_mask or mask
         findings.attempt(read_ct, image_path, "CT image", mask)
+    small = [v for v in volumes_ml if 0 < v < MIN_LUNG_ML]
+    if small:
+        findings.warn(f"{files.case_id}: {len(small)} lung mask(s) hold only {min(small):.0f}-{max(small):.0f} ml "
+                      "(an adult lung pair: 3000-6000 ml); a partial field of view, a child, or a wrong mask?")
     if files.vent_image is not None:
         if files.vent_mask is not None:
             read = findings.attempt(read_lung_mask, files.vent_mask, "RefVI lung mask")
@@ -198,16 +203,17 @@ def check_subject_voxels(files: SubjectFiles, findings: Findings | None = None, 
     return findings.warnings[n_before:]
 
 
-def _check_mask_size(mask: sitk.Image, path: Path, min_voxels: int, findings: Findings) -> None:
-    """A lung mask smaller than ``min_voxels`` 2 mm voxels is an error; under ``MIN_LUNG_ML`` a warning."""
+def _check_mask_size(mask: sitk.Image, path: Path, min_voxels: int, findings: Findings) -> float:
+    """A lung mask smaller than ``min_voxels`` 2 mm voxels is an error (returns 0); else returns its volume in ml
+    (the caller warns once per subject under ``MIN_LUNG_ML``)."""
     volume_ml = float(sitk.GetArrayViewFromImage(mask).astype(bool).sum()) * float(np.prod(mask.GetSpacing())) / 1e3
     if volume_ml < min_voxels * 8.0 / 1000.0:
         findings.error(
             f"lung mask {path} holds {volume_ml:.1f} ml, fewer than preprocess.min_lung_voxels={min_voxels} voxels of "
             "2 mm; is it the lung mask of this image? Fix it, or leave the subject out with data.exclude"
         )
-    elif volume_ml < MIN_LUNG_ML:
-        findings.warn(f"lung mask {path} holds only {volume_ml:.0f} ml (an adult lung pair: 3000-6000 ml)")
+        return 0.0
+    return volume_ml
 
 
 def _check_refvi_in_lung(files: SubjectFiles, refvi: sitk.Image, lung: sitk.Image | None) -> None:
@@ -267,12 +273,14 @@ def _read_refvi(files: SubjectFiles) -> sitk.Image:
     return clean
 
 
-def _reference_grid(files: SubjectFiles, spacing_mm: Any) -> tuple[Grid, sitk.Image | None]:
-    """The target grid (the average CT's, else the first phase's, at ``spacing_mm``) and the average mask image."""
+def _reference_grid(files: SubjectFiles, spacing_mm: Any) -> tuple[Grid, sitk.Image | None, Grid]:
+    """The target grid (the average CT's, else the first phase's, at ``spacing_mm``), the average mask image and
+    the native grid it came from."""
     reference_path = files.average_image or files.phase_images[0]
     average_mask_image = None if files.average_mask is None else _read_mask(files.average_mask, "average lung mask")
     reference = read_ct(reference_path, "reference CT", average_mask_image if files.average_image else None)
-    return make_isotropic_grid(grid_of(reference), spacing_mm), average_mask_image
+    native = grid_of(reference)
+    return make_isotropic_grid(native, spacing_mm), average_mask_image, native
 
 
 def _read_phases(
@@ -465,7 +473,7 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
     ``vent predict`` passes one) gets no ground truth: zero RefVI and defects, ``has_reference`` False.
     """
     settings = config.preprocess
-    grid, average_mask_image = _reference_grid(files, settings.spacing_mm)
+    grid, average_mask_image, native = _reference_grid(files, settings.spacing_mm)
     ct, phase_masks, volumes_ml, mask_origin = _read_phases(files, grid, settings.segmentation)
     average_mask = _average_mask(files, average_mask_image, grid, phase_masks, mask_origin)
     refvi, vent_mask = _refvi_on_grid(files, grid, settings.ground_truth.refvi_interpolation, average_mask)
@@ -488,7 +496,12 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
         refvi_zyx=refvi[window].astype(np.float32),
         defect_zyx=np.zeros_like(cropped_lung, np.uint8) if gt is None else gt.defect_zyx,
         grid=grid.crop(start, shape),
-        attrs={**attrs, **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in mask_origin.items()}},
+        attrs={
+            **attrs,
+            **{k: json.dumps(v) if isinstance(v, dict) else v for k, v in mask_origin.items()},
+            "source_spacing_mm": list(native.spacing_mm_xyz),
+            "source_size_xyz": list(native.size_xyz),
+        },
     )
 
 
@@ -500,9 +513,14 @@ class PreprocessStage(PerCaseStage):
     def case_inputs(self, ctx: RunContext) -> dict[str, Any]:
         subjects = cohort_subjects(ctx.config)
         hashes = ctx.hashes()
+        data = ctx.config.data
+        base = data.root if data.root is not None else data.manifest.parent
+
+        def shown(path: Path) -> str:  # relative to the cohort, so a moved cohort keeps its fingerprints
+            return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
         return {
-            case: {str(p.relative_to(ctx.config.data.root)): hashes.sha256(p) for p in files.all_files()}
-            for case, files in subjects.items()
+            case: {shown(p): hashes.sha256(p) for p in files.all_files()} for case, files in subjects.items()
         }
 
     def check(self, ctx: RunContext, voxels: bool = False, findings: Findings | None = None) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from vent.cv import Fold
 from vent.io import layout
+from vent.io.model_card import write_model_card
 from vent.io.predictions import write_prediction
 from vent.io.training import read_fold_result, write_fold_result, write_runs, write_thresholds
 from vent.models.registry import get_spec, needed_stages
@@ -183,6 +184,7 @@ class TrainStage(Stage):
         runs = training_runs(ctx.config)
         thresholds: dict[str, list[dict[str, Any]]] = {}
         outputs: dict[str, Any] = {}
+        outputs_by_fold: dict[tuple[str, int], dict[str, Any]] = {}
         with ctx.progress.task("train (methods x folds)", total=len(runs) * len(folds)) as bar:
             for run in runs:
                 for fold in folds:
@@ -190,11 +192,14 @@ class TrainStage(Stage):
                     if result.get("threshold") is not None:
                         thresholds.setdefault(run.row, []).append({"fold": fold.index, **result["threshold"]})
                     outputs[f"{run.row}/fold_{fold.index}/result.json"] = result["stamp"]
+                    outputs_by_fold[(run.row, fold.index)] = result
                     bar.advance(1)
         write_thresholds(ctx.run_dir, ctx.config.train.threshold, thresholds)
         write_runs(ctx.run_dir, [asdict(run) for run in runs])
+        write_model_card(ctx.run_dir, model_card(ctx, runs, folds, outputs_by_fold))
         outputs["thresholds.json"] = "per row and fold: the binary threshold, its rule and the validation figures"
         outputs["runs.json"] = "the rows: method, selection mode"
+        outputs["model_card.json"] = "what `vent predict` needs to apply the trained models (vent.io.model_card)"
         return outputs
 
     def _train_fold(self, ctx: RunContext, run: TrainingRun, fold: Fold) -> dict[str, Any]:
@@ -231,6 +236,56 @@ class TrainStage(Stage):
         write_fold_result(ctx.run_dir, run.row, fold.index, result)
         ctx.echo(f"[train] {run.row} fold {fold.index}: {outcome.summary}")
         return result
+
+
+def model_card(
+    ctx: RunContext, runs: list[TrainingRun], folds: list[Fold], results: dict[tuple[str, int], dict[str, Any]]
+) -> dict[str, Any]:
+    """The run's model card (``vent.io.model_card``): input settings, training cohort and, per row and fold, the
+    model file, its features and threshold. Rows without a ``model.pt`` (rules, registration, forests) are listed
+    with ``applicable: false``: ``vent predict`` applies the networks."""
+    from vent.config import section_dict
+    from vent.io.artifacts import read_attrs
+    from vent.runner import provenance
+
+    config = ctx.config
+    cases = sorted({case for fold in folds for case in fold.all_cases()})
+    attrs = [read_attrs(layout.case_file(ctx.run_dir, "preprocess", case)) for case in cases]
+    first = attrs[0]
+    spacings = [a["source_spacing_mm"] for a in attrs if a.get("source_spacing_mm")]
+    masks = {a.get("lung_masks", "given") for a in attrs}
+    rows = {}
+    for run in runs:
+        entries = []
+        for fold in folds:
+            model = layout.model_file(ctx.run_dir, run.row, fold.index)
+            result = results[(run.row, fold.index)]
+            entries.append({
+                "fold": fold.index,
+                "model_file": str(model.relative_to(ctx.run_dir)) if model.is_file() else None,
+                "features": result.get("features"),
+                "threshold": (result.get("threshold") or {}).get("value"),
+                "test": list(fold.test),
+            })
+        applicable = get_spec(run.model).family == "sequence" and all(e["model_file"] for e in entries)
+        rows[run.row] = {"model": run.model, "selection": run.selection, "applicable": applicable, "folds": entries}
+    return {
+        "provenance": provenance()["versions"],
+        "n_phases": len(first["phase_order"]),
+        "cohort": {
+            "name": config.report.cohort_name or config.data.location.name,
+            "cases": cases,
+            "modality": config.data.synthetic.modality if config.data.synthetic else first.get("modality"),
+            "coarsest_spacing_mm": [max(s[axis] for s in spacings) for axis in range(3)] if spacings else None,
+            "lung_masks": masks.pop() if len(masks) == 1 else "mixed",
+        },
+        "reference_row": config.train.reference_model,
+        "settings": {
+            "data": {"phase_order": config.data.phase_order},
+            **{section: section_dict(config, section) for section in ("preprocess", "radiomics", "train")},
+        },
+        "rows": rows,
+    }
 
 
 def _predictions_exist(run_dir: Path, row: str, fold: Fold) -> bool:
