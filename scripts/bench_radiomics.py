@@ -1,8 +1,20 @@
-"""Benchmark voxel-wise radiomic filtering: vent vs pyradiomics on one crop, then a full-size 10-phase patient.
+"""Benchmark voxel-wise radiomic filtering: a full-size 10-phase patient, real CT vs synthetic, vs pyradiomics.
 
 Usage:
-    python scripts/bench_radiomics.py [--crop-voxels 300] [--full/--no-full] [--workers 2] [--cache-dir DIR]
-                                      [--max-voxels N]
+    python scripts/bench_radiomics.py [--crop-voxels 300] [--full/--no-full] [--real/--no-real] [--workers 2]
+                                      [--cache-dir DIR] [--max-voxels N] [--real-centres 4096] [--repeats 5]
+                                      [--compare-rev REV]
+
+Real-CT part (``--real``): LUNG1-001 (../shared/data) made to breathe by :mod:`vent.synth.from_ct` (whole lung, 10
+phases, per-phase masks moved with the breathing field) and read through the pipeline's own preprocessing (2 mm),
+cached in ``--cache-dir`` like the synthetic full-size patient. In ONE process, on the middle phase of each, with
+each phase's own lung mask as kernel mask: us per voxel-phase on the real and on the synthetic patient (blocks of
+consecutive lung voxels as the stage sends them, taken at 4 depths of the lung; minimum over ``--repeats``
+alternating runs, as the machine may be shared), their ratio, and the 10-phase time of a 600k-voxel patient
+extrapolated from it; the texture that drives the cost (grey levels present per kernel, the level range, the
+share of boundary kernels, centres per x-line); and a single-thread profile, each part of the per-centre work
+(``_numba_engine.PART_*``) switched off in turn and timed by difference. ``--compare-rev`` also times the engine of
+that git revision on the same centres in the same process (before / after) and checks the values are equal.
 
 Ratio part: ms per voxel for pyradiomics (single-threaded, as it runs) and vent (numba, ``--workers`` threads)
 on the same crop of LUNG1-001 (native grid) in the same run, their ratio, and the numba warm-up time.
@@ -96,9 +108,6 @@ def bench_crop(n_voxels: int, workers: int) -> None:
 
 def prepare_full_patient(cache_dir: Path) -> Path:
     """Generate (cached) the synthetic full-size subject and preprocess it; return the cached arrays (.npz)."""
-    from vent.config import config_from_dict
-    from vent.io.vampire import find_subject_files
-    from vent.stages.preprocess import preprocess_subject
     from vent.synth import write_synthetic_cohort
 
     arrays = cache_dir / "spect_full_subject01_preprocessed.npz"
@@ -110,14 +119,8 @@ def prepare_full_patient(cache_dir: Path) -> Path:
     write_synthetic_cohort(cohort, n_cases=1, modality="spect", size="full")
     print(f"  synthetic cohort (generated or reused) in {time.perf_counter() - t0:.1f} s: {cohort}")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = config_from_dict({"run_dir": str(tmp), "data": {"root": str(cohort)}}, Path(tmp))
-        case = preprocess_subject(find_subject_files(cohort, "Subject_01"), config)
+    _preprocess_to_npz(cohort, arrays)
     print(f"  preprocessing in {time.perf_counter() - t0:.1f} s (peak RSS of that process {_peak_rss_gb():.2f} GB)")
-    partial = arrays.with_suffix(".tmp.npz")
-    np.savez(partial, ct_tzyx=case.ct_tzyx.astype(np.float32), phase_masks_tzyx=case.phase_masks_tzyx > 0,
-             lung_mask_zyx=case.lung_mask_zyx > 0, spacing_mm_zyx=np.asarray(case.grid.spacing_mm_zyx))
-    partial.replace(arrays)
     return arrays
 
 
@@ -182,6 +185,187 @@ def bench_full(workers: int, cache_dir: Path, max_voxels: int | None) -> None:
           f"(input arrays: {arrays})")
 
 
+#: The real-CT patient: LUNG1-001 made to breathe over 10 phases, whole lung (``slab_mm=None``).
+REAL_ARRAYS = "lung1_001_semireal_full_preprocessed.npz"
+#: Lung voxels of the full patient the 10-phase time is extrapolated to (issue 12: 0.4-0.76M at 2 mm).
+FULL_PATIENT_VOXELS = 600_000
+
+
+def _preprocess_to_npz(cohort: Path, arrays: Path) -> None:
+    """Preprocess Subject_01 of a VAMPIRE-layout cohort with the default config; save the arrays radiomics reads."""
+    from vent.config import config_from_dict
+    from vent.io.vampire import find_subject_files
+    from vent.stages.preprocess import preprocess_subject
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = config_from_dict({"run_dir": str(tmp), "data": {"root": str(cohort)}}, Path(tmp))
+        case = preprocess_subject(find_subject_files(cohort, "Subject_01"), config)
+    partial = arrays.with_suffix(".tmp.npz")
+    np.savez(partial, ct_tzyx=case.ct_tzyx.astype(np.float32), phase_masks_tzyx=case.phase_masks_tzyx > 0,
+             lung_mask_zyx=case.lung_mask_zyx > 0, spacing_mm_zyx=np.asarray(case.grid.spacing_mm_zyx))
+    partial.replace(arrays)
+
+
+def prepare_real_patient(cache_dir: Path) -> Path:
+    """LUNG1-001 made into a 10-phase 4DCT (vent.synth.from_ct, whole lung) and preprocessed (cached)."""
+    from vent.synth.from_ct import SemiRealSettings, write_semireal_cohort
+
+    arrays = cache_dir / REAL_ARRAYS
+    if arrays.exists():
+        print(f"  using cached preprocessed real-CT patient {arrays}")
+        return arrays
+    cohort = cache_dir / "lung1_001_semireal_full"
+    t0 = time.perf_counter()
+    write_semireal_cohort(SHARED / "LUNG1-001_ct.nii.gz", [SHARED / "LUNG1-001_mask_Lung-Left.nii.gz",
+                                                           SHARED / "LUNG1-001_mask_Lung-Right.nii.gz"],
+                          cohort, n_cases=1, settings=SemiRealSettings(n_phases=10, slab_mm=None))
+    print(f"  real-CT 4DCT (LUNG1-001, 10 phases) generated or reused in {time.perf_counter() - t0:.1f} s")
+    _preprocess_to_npz(cohort, arrays)
+    return arrays
+
+
+class _Phase:
+    """One phase of a preprocessed patient with the stage's inputs: raw values, grey levels, phase mask, centres."""
+
+    def __init__(self, arrays: Path, n_centres: int) -> None:
+        from vent.radiomics import discretise
+
+        with np.load(arrays) as data:
+            phase = data["ct_tzyx"].shape[0] // 2
+            self.image = data["ct_tzyx"][phase]
+            self.mask = data["phase_masks_tzyx"][phase]
+            lung = data["lung_mask_zyx"]
+        self.n_lung = int(lung.sum())
+        self.grey, self.n_grey = discretise(self.image, self.mask, bin_count=64)
+        coords = np.argwhere(lung)
+        # blocks of consecutive lung voxels (the stage's order) at 4 depths of the lung
+        per_block = max(1, n_centres // 4)
+        starts = [int(f * (len(coords) - per_block)) for f in (0.15, 0.4, 0.65, 0.9)]
+        self.centres = np.concatenate([coords[s:s + per_block] for s in starts])
+
+
+def _texture_stats(phase: _Phase, n_sample: int = 400) -> str:
+    """Grey levels present per kernel, their range, boundary-kernel share and centres per x-line (one line)."""
+    from scipy import ndimage
+
+    share = ndimage.uniform_filter(phase.mask.astype(np.float32), 13, mode="constant")[tuple(phase.centres.T)]
+    rng = np.random.default_rng(0)
+    grey = np.where(phase.mask, phase.grey, 0)
+    present, spread = [], []
+    for z, y, x in phase.centres[rng.choice(len(phase.centres), min(n_sample, len(phase.centres)), replace=False)]:
+        levels = np.unique(grey[max(z - 6, 0):z + 7, max(y - 6, 0):y + 7, max(x - 6, 0):x + 7])
+        levels = levels[levels > 0]
+        present.append(len(levels))
+        spread.append(int(levels.max() - levels.min() + 1) if len(levels) else 0)
+    zy = phase.centres[:, 0] * phase.mask.shape[1] + phase.centres[:, 1]
+    breaks = np.flatnonzero(np.diff(phase.centres[:, 2]) != 1) + 1  # a new line or a gap in it
+    runs = np.diff(np.concatenate([[0], breaks, [len(zy)]]))
+    return (f"grey levels present per kernel {np.mean(present):.1f} (p10-p90 {np.percentile(present, 10):.0f}-"
+            f"{np.percentile(present, 90):.0f}, level range {np.mean(spread):.1f}); boundary kernels (part of the "
+            f"13^3 box outside the phase mask or the image) {np.mean(share < 0.999):.2f}, mean mask share "
+            f"{share.mean():.2f}; consecutive centres per x-run {runs.mean():.1f}")
+
+
+def _reference_engine(rev: str):
+    """The numba engine module of git revision ``rev`` (imported from a temporary file), for before / after."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:src/vent/radiomics/_numba_engine.py"], cwd=root, check=True,
+                            stdout=subprocess.PIPE, text=True).stdout
+    folder = Path(tempfile.mkdtemp(prefix="vent_engine_ref_"))
+    path = folder / "vent_engine_reference.py"
+    path.write_text(source.replace("cache=True", "cache=False"))
+    spec = importlib.util.spec_from_file_location("vent_engine_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _time_engine(phase: _Phase, workers: int, lines_fn=None, parts: int | None = None,
+                 clock=time.perf_counter) -> tuple[float, np.ndarray]:
+    """Seconds per centre of compute_voxel_features on the phase's centres (by ``clock``), and its float64 output.
+
+    ``lines_fn`` replaces the numba kernel ``compute_lines`` (another revision's, or with ``parts`` switched off).
+    The single-thread profile uses the process CPU time, which time spent waiting for a shared core does not inflate.
+    """
+    from vent.radiomics import FilterSettings, compute_voxel_features
+    from vent.radiomics import _numba_engine as nb
+
+    settings = FilterSettings(kernel_voxels=13, bin_count=64, dtype="float64", backend="numba", n_workers=workers)
+    original = nb.compute_lines
+    if parts is not None:
+        def lines_fn(*args):
+            original(*args, parts)
+    try:
+        if lines_fn is not None:
+            nb.compute_lines = lines_fn
+        t0 = clock()
+        out = compute_voxel_features(phase.image, phase.grey, phase.mask, phase.centres, phase.n_grey, settings)
+        return (clock() - t0) / len(phase.centres), out
+    finally:
+        nb.compute_lines = original
+
+
+def _min_times(runs: dict, repeats: int) -> dict[str, float]:
+    """Minimum seconds per centre of each named run over ``repeats`` rounds, the runs alternating in each round."""
+    best = {name: np.inf for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            best[name] = min(best[name], run()[0])
+    return best
+
+
+def bench_real(workers: int, cache_dir: Path, n_centres: int, repeats: int, compare_rev: str | None) -> None:
+    """Real CT vs synthetic in one process: us per voxel-phase, texture, profile; optionally before / after."""
+    from vent.radiomics import _numba_engine as nb
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    script = str(Path(__file__).resolve())
+    subprocess.run([sys.executable, script, "--child", "prepare", "--cache-dir", str(cache_dir)], check=True)
+    subprocess.run([sys.executable, script, "--child", "prepare-real", "--cache-dir", str(cache_dir)], check=True)
+    cases = {"real CT (LUNG1-001 4DCT)": _Phase(cache_dir / REAL_ARRAYS, n_centres),
+             "synthetic (spect/full)": _Phase(cache_dir / "spect_full_subject01_preprocessed.npz", n_centres)}
+    reference = _reference_engine(compare_rev) if compare_rev else None
+    for phase in cases.values():  # compile / load caches, check equality with the reference revision
+        ours = _time_engine(phase, workers)[1]
+        if reference is not None:
+            theirs = _time_engine(phase, workers, reference.compute_lines)[1]
+            phase.equal = bool(np.array_equal(ours, theirs, equal_nan=True))
+    print(f"real CT vs synthetic, middle phase, {len(next(iter(cases.values())).centres)} lung centres each "
+          f"(4 blocks of consecutive voxels), {workers} workers, min of {repeats} alternating runs:")
+    runs = {name: (lambda p=phase: _time_engine(p, workers)) for name, phase in cases.items()}
+    if reference is not None:
+        runs.update({f"{name} @{compare_rev}": (lambda p=phase: _time_engine(p, workers, reference.compute_lines))
+                     for name, phase in cases.items()})
+    best = _min_times(runs, repeats)
+    for name, phase in cases.items():
+        us = best[name] * 1e6
+        line = (f"  {name}: {phase.n_lung} lung voxels; {us:.1f} us per voxel-phase -> 10 phases x "
+                f"{FULL_PATIENT_VOXELS // 1000}k voxels: {us * 1e-6 * FULL_PATIENT_VOXELS * 10 / 60:.1f} min")
+        if reference is not None:
+            before = best[f"{name} @{compare_rev}"] * 1e6
+            line += (f"; @{compare_rev}: {before:.1f} us (x{before / us:.2f} speed-up, values "
+                     f"{'bit-identical' if phase.equal else 'DIFFERENT'})")
+        print(line)
+        print(f"    {_texture_stats(phase)}")
+    names = list(cases)
+    print(f"  ratio real / synthetic: {best[names[0]] / best[names[1]]:.2f}", flush=True)
+    parts = {"GLCM slab updates": nb.PART_GLCM_SLABS, "GLRLM slab updates": nb.PART_GLRLM_SLABS,
+             "intensity features": nb.PART_INTENSITY, "GLCM features (13 directions)": nb.PART_GLCM_FEATURES,
+             "GLRLM features (13 directions)": nb.PART_GLRLM_FEATURES}
+    for name, phase in cases.items():
+        cpu = time.process_time
+        runs = {"all": lambda p=phase: _time_engine(p, 1, clock=cpu)}
+        runs.update({part: (lambda p=phase, b=bit: _time_engine(p, 1, parts=nb.PARTS_ALL & ~b, clock=cpu))
+                     for part, bit in parts.items()})
+        runs["rest"] = lambda p=phase: _time_engine(p, 1, parts=0, clock=cpu)
+        best = _min_times(runs, repeats)
+        profile = ", ".join(f"{part} {(best['all'] - best[part]) * 1e6:.1f}" for part in parts)
+        print(f"  profile, 1 thread (CPU time), {name}: {best['all'] * 1e6:.1f} us per centre = {profile}, rest "
+              f"(box moves, sorted-value merges, per-call crop and run positions) {best['rest'] * 1e6:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crop-voxels", type=int, default=300, help="lung voxels in the pyradiomics comparison")
@@ -191,10 +375,18 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "vent_bench_radiomics",
                         help="where the synthetic full-size patient and its preprocessed arrays are cached")
     parser.add_argument("--max-voxels", type=int, default=None, help="compute only the first N lung voxels")
-    parser.add_argument("--child", choices=("prepare", "run"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--real", action=argparse.BooleanOptionalAction, default=True,
+                        help="real CT vs synthetic in one process, with a profile")
+    parser.add_argument("--real-centres", type=int, default=4096, help="lung centres per patient in the real part")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs per timing in the real part (min)")
+    parser.add_argument("--compare-rev", default=None, help="also time this git revision's engine (before/after)")
+    parser.add_argument("--child", choices=("prepare", "prepare-real", "run"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "prepare":
         prepare_full_patient(args.cache_dir)
+        return
+    if args.child == "prepare-real":
+        prepare_real_patient(args.cache_dir)
         return
     if args.child == "run":
         figures = run_full_patient(args.cache_dir / "spect_full_subject01_preprocessed.npz", args.workers,
@@ -205,6 +397,8 @@ def main() -> None:
     # and the pyradiomics crop makes this process several GB)
     if args.full:
         bench_full(args.workers, args.cache_dir, args.max_voxels)
+    if args.real:
+        bench_real(args.workers, args.cache_dir, args.real_centres, args.repeats, args.compare_rev)
     if args.crop:
         bench_crop(args.crop_voxels, args.workers)
 

@@ -2,13 +2,16 @@
 """Compare two runs' reports: are the tables and figures the same (to the byte / pixel)?
 
 Usage: python scripts/compare_runs.py NEW_RUN_DIR BASELINE_RUN_DIR   (for example two commits, same config and seed)
+       python scripts/compare_runs.py --all RUN_A RUN_B   (every artifact of two runs: vent.io.compare)
 
 - table2.csv, table2.md, per_patient_metrics.csv: byte-equal;
 - every *.png: pixel-equal (matplotlib.image.imread arrays; byte equality is reported too); *.svg and *.csv: bytes;
 - volumes/: the same files, byte-equal;
-- report.md: line by line; a differing line is EXPECTED only if it matches EXPECTED_MD_LINES (the provenance names
+- report.md: line by line; a differing line is EXPECTED only if it matches EXPECTED_MD_LINES
+  (``vent.io.compare.RUN_SPECIFIC_LINES``: the provenance names
   the config file, the run folder, the stages' times and the versions, which differ between two runs), otherwise
-  UNEXPECTED; manifest.json, screenshot.png and browser_check.json are not compared (NOT_COMPARED);
+  UNEXPECTED; manifest.json, screenshot.png and browser_check.json are not compared (NOT_COMPARED), nor the seals
+  (``.<name>.seal.json``: each restates its file's hash and stat);
 - report.html: the text with the embedded images cut out must match except EXPECTED lines; the embedded images
   are compared pixel by pixel, in order.
 
@@ -28,21 +31,11 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 
+from vent.io.compare import RUN_SPECIFIC_LINES as EXPECTED_MD_LINES
+from vent.io.compare import compare_run_folders
+from vent.io.seals import SEAL_SUFFIX
+
 BYTE_EQUAL = ("table2.csv", "table2.md", "per_patient_metrics.csv")
-EXPECTED_MD_LINES = {
-    r"^Versions: .*\. Every number in this report is read from this run's artifacts in .*\.": (
-        "provenance: the library versions, the host and the run folder of the run"
-    ),
-    r"^\| (preprocess|radiomics|split|select|train|evaluate|explain) \| [0-9-]+ [0-9:]+ \| ": (
-        "provenance: when each stage ran and how long it took"
-    ),
-    r"^<table>.*<th>last run \(UTC\)</th>": "provenance: when each stage ran and how long it took",
-    r"^- Config: |^<ul><li>Excluded subjects: ": "provenance: names the config file of the run",
-    r"^(<details><summary>The effective config</summary><pre>)?run_dir: |^  root: ": (
-        "the effective config: the run folder and the data root of the run"
-    ),
-    r"^Data: /|^Data: [A-Za-z]:": "the data root of the run",
-}
 NOT_COMPARED = {
     "manifest.json": "the stage's timing and provenance",
     "screenshot.png": "a browser's rendering (vent report --check), not a result",
@@ -91,6 +84,7 @@ def main(new_run: Path, base_run: Path) -> int:
     new, base = new_run / "report", base_run / "report"
     ok = True
     names = sorted(({p.name for p in base.iterdir()} | {p.name for p in new.iterdir()}) - set(NOT_COMPARED))
+    names = [name for name in names if not name.endswith(SEAL_SUFFIX)]
     for name in names:
         a, b = base / name, new / name
         if a.is_dir() or b.is_dir():
@@ -129,8 +123,8 @@ def main(new_run: Path, base_run: Path) -> int:
 
 def _compare_folder(name: str, old: Path, new: Path) -> bool:
     """A folder of the report (volumes/): the same files, each byte-equal."""
-    files = sorted({p.relative_to(old) for p in old.rglob("*") if p.is_file()}
-                   | {p.relative_to(new) for p in new.rglob("*") if p.is_file()})
+    files = sorted({p.relative_to(old) for p in old.rglob("*") if p.is_file() and not p.name.endswith(SEAL_SUFFIX)}
+                   | {p.relative_to(new) for p in new.rglob("*") if p.is_file() and not p.name.endswith(SEAL_SUFFIX)})
     differ = [f for f in files if not ((old / f).is_file() and (new / f).is_file()
                                        and (old / f).read_bytes() == (new / f).read_bytes())]
     print(f"{'EQUAL   ' if not differ else 'DIFFER  '} {name}/ ({len(files)} files, {len(differ)} differ)")
@@ -158,7 +152,19 @@ def _compare_html(old: str, new: str) -> bool:
     return ok
 
 
+def compare_all(a: Path, b: Path) -> int:
+    """Every artifact of two run folders (``vent.io.compare.compare_run_folders``); 0 when they are equal."""
+    differences = compare_run_folders(a, b)
+    for line in differences:
+        print(f"DIFFER   {line}")
+    print("RESULT:", "every artifact equal (up to vent.io.compare's run-specific fields)" if not differences
+          else f"{len(differences)} DIFFERENCES (see above)")
+    return 1 if differences else 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--all":
+        sys.exit(compare_all(Path(sys.argv[2]), Path(sys.argv[3])))
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))

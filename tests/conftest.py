@@ -9,6 +9,7 @@ added, removed or rewritten.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,18 @@ def phantom_cohort(tmp_path):
     for i in (1, 2, 3):
         write_phantom_subject(root / f"Subject_{i:02d}", seed=i)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The user's cache folder (vent status's calibrated rates) is the session's own: tests never write ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +70,19 @@ def tiny_run(tmp_path_factory, tiny_data) -> TinyRun:
     yield run
     assert snapshot(run.run_dir) == before, "a test changed the shared tiny run: work on tiny_run.copy(tmp_path)"
     assert snapshot(tiny_data) == data_before, "a test changed the shared tiny cohort"
+
+
+@pytest.fixture(scope="session")
+def tiny_full_run(tmp_path_factory, tiny_run) -> TinyRun:
+    """A copy of the tiny run with its report made too: every stage of a `vent run` (read-only, like tiny_run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    run = tiny_run.copy(tmp_path_factory.mktemp("tiny_full_run"))
+    plans, _ = run_stages(run.config(), (*UPSTREAM, "report"), only="report")
+    torch.set_num_threads(threads)
+    assert [p.action for p in plans] == ["skip"] * len(UPSTREAM) + ["run"]
+    return run
 
 
 @pytest.fixture(autouse=True)

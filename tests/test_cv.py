@@ -10,6 +10,7 @@ import pytest
 
 from vent.cv import Fold, check_fold_sizes, load_folds, make_patient_folds, save_folds, validate_folds
 from vent.errors import ArtifactError, ConfigError
+from vent.io.seals import SEAL_SUFFIX
 
 CASES = [f"Subject_{i:02d}" for i in range(1, 24)]
 
@@ -117,7 +118,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     save_folds(path, folds, {"seed": 2, "n_folds": 5})
     loaded, meta = load_folds(path)
     assert loaded == folds and meta == {"seed": 2, "n_folds": 5}
-    assert [p.name for p in path.parent.iterdir()] == ["folds.json"]
+    assert [p.name for p in path.parent.iterdir() if not p.name.endswith(SEAL_SUFFIX)] == ["folds.json"]
     with pytest.raises(ArtifactError, match="does not exist"):
         load_folds(tmp_path / "missing.json")
     path.write_text(json.dumps({"format": 1, "folds": [{"index": 0}]}))

@@ -6,6 +6,7 @@ import pytest
 
 from vent.config import config_from_dict
 from vent.errors import ArtifactError, ConfigError
+from vent.io.atomic import write_text
 from vent.runner import RunContext, execute_plan, plan_run
 from vent.stages.base import Stage
 
@@ -15,7 +16,7 @@ class _Recorder(Stage):
 
     def run(self, ctx, plan):
         type(self).calls.append(self.name)
-        (ctx.stage_dir(self.name) / "out.txt").write_text(self.name)
+        write_text(ctx.stage_dir(self.name) / "out.txt", self.name)  # sealed: a stage's outputs go through vent.io
         return {"out.txt": "output"}
 
 

@@ -115,4 +115,8 @@ class TinyRun:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file and folder under ``folder``: equal snapshots = nothing was changed."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if not p.name.endswith(".seal.json")  # a check may refresh a seal's cached stat (vent.io.seals), nothing else
+    }

@@ -76,8 +76,31 @@ def _errors() -> Iterator[None]:
             "interrupted; finished artifacts are kept and the next run resumes", err=True, fg=typer.colors.YELLOW
         )
         raise typer.Exit(130) from None
+    except OSError as error:
+        _fail(_os_error(error))
     except Exception as error:  # noqa: BLE001 - the CLI boundary turns every error into a message
         _fail(error)
+
+
+def _os_error(error: OSError) -> BaseException:
+    """A disk-full or permission error as a message that names the file and what to do (finished artifacts are
+    kept: every write is atomic, so the next run resumes); other OS errors unchanged."""
+    import errno
+
+    from vent.errors import ArtifactError
+
+    where = f" writing {error.filename}" if error.filename else ""
+    if error.errno == errno.ENOSPC:
+        return ArtifactError(
+            f"no space left on the device{where}: free space (or move run_dir) and run the same command again; "
+            "finished artifacts are kept and the run resumes"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ArtifactError(
+            f"permission denied{where} ({error.strerror}): fix the folder's permissions or choose another run_dir "
+            "(--run-dir)"
+        )
+    return error
 
 
 class _RichProgress:
@@ -137,6 +160,9 @@ def _context(config_path: Path, overrides: list[str] | None, run_dir: Path | Non
 ConfigArg = Annotated[Path, typer.Argument(help="YAML run config, e.g. configs/demo.yaml.")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.lr=2e-4.")]
 RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="Artifacts folder (overrides run_dir).")]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="If another vent command is writing the run folder, wait for it (else refuse).")
+]
 
 
 @app.command()
@@ -147,11 +173,13 @@ def run(
     ] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and every later one.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run the selected stages even if current.")] = False,
+    wait: WaitOption = False,
     run_dir: RunDirOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Run the pipeline: each stage runs only if its fingerprint changed; prints why it runs or is skipped."""
     with _errors():
+        from vent.io.lock import run_lock
         from vent.runner import execute_plan, plan_run
         from vent.stages import all_stages, check_config
         from vent.stages.preprocess import cohort_subjects, ensure_data
@@ -159,10 +187,11 @@ def run(
         with _RichProgress() as progress:
             ctx = _context(config, overrides, run_dir, progress)
             check_config(ctx.config)
-            ensure_data(ctx.config, echo=typer.echo)
-            check_config(ctx.config, n_cases=len(cohort_subjects(ctx.config)))
-            plans = plan_run(ctx, all_stages(), only=only, start=start, force=force)
-            summary = execute_plan(ctx, plans)
+            with run_lock(ctx.run_dir, wait=wait):
+                ensure_data(ctx.config, echo=typer.echo)
+                check_config(ctx.config, n_cases=len(cohort_subjects(ctx.config)))
+                plans = plan_run(ctx, all_stages(), only=only, start=start, force=force)
+                summary = execute_plan(ctx, plans)
         ran = [row["stage"] for row in summary if row["action"] == "run"]
         total = sum(row["seconds"] for row in summary)
         typer.echo(
@@ -183,6 +212,7 @@ def report(
         typer.Option("--check", help="Then open the HTML in headless Chromium: full-page screenshot, every image "
                      "loaded, no console error (needs chromium and playwright: pip install -e '.[test]')."),
     ] = False,
+    wait: WaitOption = False,
     run_dir: RunDirOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -192,6 +222,7 @@ def report(
         import time
 
         from vent.io import layout
+        from vent.io.lock import run_lock
         from vent.runner import execute_plan, plan_run
         from vent.stages import all_stages, check_config
 
@@ -199,7 +230,8 @@ def report(
         with _RichProgress() as progress:
             ctx = _context(config, overrides, run_dir, progress)
             check_config(ctx.config)
-            execute_plan(ctx, plan_run(ctx, all_stages(), only="report", force=True))
+            with run_lock(ctx.run_dir, wait=wait):
+                execute_plan(ctx, plan_run(ctx, all_stages(), only="report", force=True))
         html = layout.report_file(ctx.run_dir, "report.html")
         typer.echo(f"report rebuilt in {time.time() - started:.1f} s: {html}")
         if check:
@@ -299,8 +331,10 @@ def predict(
             raise ConfigError(f"--format {file_format!r}: use one of {', '.join(FORMATS)}")
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise ConfigError(f"--device {device!r}: use auto, cpu or cuda[:N]")
+        from vent.io.lock import run_lock
+
         options = PredictOptions(method, file_format, device, workers, allow_spacing, match_phases)
-        with _RichProgress() as progress:
+        with _RichProgress() as progress, run_lock(out_dir.resolve()):
             summary = predict_cohort(run_dir.resolve(), source.resolve(), out_dir.resolve(), options, progress,
                                      echo=typer.echo, cases=case, force=force)
         typer.echo(f"predicted {len(summary['cases'])} case(s) with {summary['row']}: {out_dir}")
@@ -313,8 +347,14 @@ def predict(
 
 
 @app.command()
-def status(config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption = None) -> None:
-    """Tables of stages and of training folds: state (current, stale, resume, never run, not used) and why."""
+def status(
+    config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate/--no-estimate", help="Also estimate each stage's time from rates measured on this machine "
+        "(measured once per machine, seconds; cached in ~/.cache/vent).")] = True,
+) -> None:
+    """Tables of stages and of training folds: state (current, stale, resume, never run, not used) and why; then
+    each stage's estimated time on this machine (vent.estimate)."""
     with _errors():
         from rich.console import Console
         from rich.table import Table
@@ -343,6 +383,27 @@ def status(config: ConfigArg, run_dir: RunDirOption = None, overrides: SetOption
             for state in TrainStage().fold_states(ctx):
                 folds.add_row(state.row, str(state.fold), state.state, state.reason)
             Console(width=160).print(folds)
+        if estimate:
+            _print_estimate(ctx.config, {p.stage.name: p.state for p in plans if p.action != "off"})
+
+
+def _print_estimate(config: Any, states: dict[str, str]) -> None:
+    """``vent status``'s estimate table (``vent.estimate.status_table``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vent.estimate import status_table
+
+    found = status_table(config, states, echo=lambda message: typer.echo(message, err=True))
+    if found is None:
+        return
+    title, rows = found
+    table = Table(title=title)
+    for column in ("stage", "state", "estimate", "basis"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=160).print(table)
 
 
 @app.command()

@@ -339,8 +339,21 @@ class ExecutionConfig(_Section):
     """Where and how fast the work runs; never what it computes. No fingerprint reads this section, so changing it
     re-runs nothing (the values used are recorded in the manifests' provenance)."""
 
+    backend: Literal["serial", "local", "dask"] = Field(
+        "local",
+        description="Where per-case preprocessing and radiomics, the registrations of CT ventilation and the training "
+        "folds run (vent.execution): 'serial' in the driver process; 'local' a pool of `workers` processes (a stage "
+        "with one task left runs it in the driver); 'dask' dask.distributed, on the scheduler at scheduler_address "
+        "or a LocalCluster of `workers` processes. Every backend writes the same arrays (training and registration: "
+        "with the same `threads`, as torch and elastix may round differently on other thread counts).",
+    )
     workers: int | None = Field(
-        None, ge=1, description="CPU threads for radiomic filtering and the random forest; null = all cores."
+        None, ge=1, description="Worker processes of the 'local' backend and of a dask LocalCluster; null = all "
+        "cores; 1 = the tasks run in the driver, one at a time.",
+    )
+    scheduler_address: str | None = Field(
+        None, description="backend 'dask': the address of a running scheduler (e.g. tcp://10.0.0.5:8786, printed by "
+        "scripts/slurm_cluster.py); null = a LocalCluster of `workers` processes, started by the driver.",
     )
     radiomics_engine: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Radiomics engine: 'auto' = torch on CUDA when present, else numba (equal values)."
@@ -350,10 +363,33 @@ class ExecutionConfig(_Section):
     )
     threads: int | None = Field(
         None, ge=1,
-        description="CPU threads for torch and for elastix registration (CT ventilation); null = the libraries' "
-        "defaults (all cores).",
+        description="CPU threads of one task (numba radiomics, torch, BLAS/OpenMP, elastix, the random forest), set "
+        "explicitly in every worker so that workers x threads does not oversubscribe the cores; null = the cores "
+        "divided among the workers (a dask scheduler's worker: its cores divided among its task threads), or the "
+        "libraries' defaults (all cores) for work in the driver.",
     )
     explain_batch_size: int = Field(4096, ge=1, description="Most (voxel x IG step) rows per forward pass.")
+    memory_budget_gb: float = Field(
+        2.0, gt=0.0,
+        description="RAM for a training fold's staged inputs (the selected, standardised features of its training "
+        "and validation voxels, read once from the radiomics files): staged in memory within the budget, else in a "
+        "contiguous float32 file beside the fold, read through a bounded window. Values are identical either way.",
+    )
+    mixed_precision: bool = Field(
+        False,
+        description="Train networks under torch.autocast on CUDA (bfloat16, float16 with loss scaling where bf16 "
+        "is absent). Results move by rounding (not bit-identical to float32); recorded per fold. On a CPU it is "
+        "ignored with a warning recorded in the fold's result (training runs in float32).",
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutionConfig:
+        if self.scheduler_address is not None and self.backend != "dask":
+            raise ValueError(
+                f"scheduler_address is set but backend is {self.backend!r}; set execution.backend: dask to use the "
+                "scheduler, or remove scheduler_address"
+            )
+        return self
 
 
 MOVED_KEYS = {
@@ -474,6 +510,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             hidden = item["type"] == "missing" or isinstance(value, (dict, list)) and len(repr(value)) > 120
             shown = "" if hidden else f" (got {value!r})"
             lines.append(f"  - '{key}': {item['msg']}{shown}")
+    lines.append(f"fix each key above in {source} (or its --set override) and run again")
     return "\n".join(lines)
 
 
@@ -545,7 +582,9 @@ def read_yaml_mapping(path: Path, what: str = "file", error: type[Exception] | N
     try:
         raw = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as problem:
-        raise error(f"{what} {path} is not valid YAML: {problem}") from None
+        raise error(
+            f"{what} {path} is not valid YAML: {problem}\nfix the line shown (a key given twice: keep one of them)"
+        ) from None
     if not isinstance(raw, dict):
         raise error(f"{what} {path}: the top level must be a mapping, got {type(raw).__name__}")
     return raw
@@ -579,7 +618,9 @@ def _read_config_yaml(path: Path) -> Any:
     try:
         return yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {error}\nfix the line shown (a key given twice: keep one of them)"
+        ) from None
 
 
 def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:

@@ -3,6 +3,7 @@
 import pytest
 
 from vent.io.atomic import atomic_path, clean_temporaries, write_json
+from vent.io.seals import seal_path
 
 
 def test_atomic_path_renames_on_success(tmp_path):
@@ -12,7 +13,7 @@ def test_atomic_path_renames_on_success(tmp_path):
         tmp.write_text("hello")
         assert not target.exists()
     assert target.read_text() == "hello"
-    assert list(target.parent.iterdir()) == [target]
+    assert sorted(target.parent.iterdir()) == [seal_path(target), target]  # the file and its content seal
 
 
 def test_atomic_path_keeps_old_file_on_error(tmp_path):
@@ -23,7 +24,7 @@ def test_atomic_path_keeps_old_file_on_error(tmp_path):
             tmp.write_text("{broken")
             raise RuntimeError("crash while writing")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
-    assert len(list(tmp_path.iterdir())) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.json.seal.json", "x.json"]
 
 
 def test_clean_temporaries(tmp_path):

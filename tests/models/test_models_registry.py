@@ -88,6 +88,7 @@ def test_adding_a_method_is_one_registry_entry(tmp_path: Path, monkeypatch: pyte
             "data": {"root": "data", "synthetic": {"cases": 3, "size": "tiny", "seed": 1}},
             "cv": {"n_folds": 3, "val_fraction": 0.5},
             "train": {"models": ["copied_rule"], "reference_model": "copied_rule"},
+            "execution": {"backend": "serial"},  # the patched registry exists in this process only, not in workers
         },
         tmp_path,
     )

@@ -186,10 +186,12 @@ def test_a_longer_training_resumes_from_the_checkpoint_and_equals_a_fresh_one(tm
 
 def test_a_model_file_of_another_family_is_refused(tmp_path: Path) -> None:
     from vent.errors import ArtifactError
+    from vent.io.atomic import atomic_path
     from vent.models import build_model
 
     model = build_model("lstm", 1, 2, hidden=[2])
     path = tmp_path / "model.pt"
-    torch.save({"spec": model.spec, "state_dict": model.state_dict(), "input_kind": "raw"}, path)
+    with atomic_path(path) as tmp:  # sealed, as vent writes a model: only its family is wrong
+        torch.save({"spec": model.spec, "state_dict": model.state_dict(), "input_kind": "raw"}, tmp)
     with pytest.raises(ArtifactError, match="not a volume network"):
         volume.load_volume_model(path)

@@ -84,7 +84,7 @@ def test_non_overlapping_refvi_is_an_error(tmp_path):
     root = tmp_path / "study"
     write_phantom_subject(root / "Subject_01", refvi_offset_mm=(200.0, 0.0, 0.0))
     # the phantom's lung is fixed in physical space, so a RefVI grid moved 200 mm away has an empty VentMask
-    with pytest.raises(DataError, match=r"VentMask.mha is empty|analysed lung voxels.*overlap"):
+    with pytest.raises(DataError, match=r"VentImage.mha (holds no positive value|covers only 0% .* outside the lung)"):
         preprocess_subject(find_subject_files(root, "Subject_01"), _config(root, tmp_path))
 
 

@@ -11,6 +11,7 @@ import pytest
 from vent.config import ExecutionConfig, RadiomicsConfig
 from vent.io.artifacts import PreprocessedCase
 from vent.io.images import Grid
+from vent.io.seals import SEAL_SUFFIX
 from vent.radiomics import FilterSettings, compute_voxel_features, discretise
 from vent.stages.radiomics import EmptyKernelCounts, case_feature_blocks, filter_settings_from_config
 
@@ -33,7 +34,7 @@ def case():
 
 def _run(case, policy):
     config = RadiomicsConfig(features=FEATURES, bin_count=16, empty_kernel=policy)
-    settings = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(workers=1))
+    settings = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(threads=1))
     assert settings.n_workers == 1
     coords = np.argwhere(case.lung_mask_zyx > 0).astype(np.int32)
     counts = EmptyKernelCounts.zeros(3)
@@ -87,7 +88,7 @@ def test_execution_settings_reach_the_engine_and_nothing_else():
     config = RadiomicsConfig(features=FEATURES, bin_count=16)
     default = filter_settings_from_config(config, (2.0, 2.0, 2.0))
     assert default.n_workers is None and default.backend == "auto"
-    chosen = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(workers=3, radiomics_engine="numba"))
+    chosen = filter_settings_from_config(config, (2.0, 2.0, 2.0), ExecutionConfig(threads=3, radiomics_engine="numba"))
     assert chosen.n_workers == 3 and chosen.backend == "numba"
     assert (chosen.kernel_voxels, chosen.bin_count) == (default.kernel_voxels, default.bin_count) == (13, 16)
 
@@ -115,4 +116,4 @@ def test_compaction_keeps_the_chosen_voxels_and_leaves_no_temporary(tmp_path):
         np.testing.assert_array_equal(handle["labels"][...], labels[keep])
         np.testing.assert_array_equal(handle["coords"][...], coords[keep])
         assert handle.attrs["case_id"] == "c" and list(handle["edge"].attrs["channels"])
-    assert [p.name for p in tmp_path.iterdir()] == ["case.h5"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(SEAL_SUFFIX)] == ["case.h5"]

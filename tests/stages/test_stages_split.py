@@ -66,7 +66,9 @@ def test_changing_cv_reruns_split_and_every_stage_that_reads_the_folds(tiny_run,
     assert plans["preprocess"].action == "skip" and plans["radiomics"].action == "skip"
     for stage in ("select", "train", "evaluate", "explain"):
         assert plans[stage].action == "run", stage
-    assert plans["select"].reason == "upstream changed: split"
+    # select samples its voxels with cv.seed, so it names that first (its definition records the seed it used)
+    assert plans["select"].reason == f"config changed: cv.seed (0 -> {seed})"
+    assert plans["train"].reason == "upstream changed: split, select"
 
     run_stages(config, ("preprocess", "split"))
     folds, meta = load_folds(layout.splits_file(run.run_dir))

@@ -25,11 +25,14 @@ the first row's. The defect call is the ground truth's own (``vent.groundtruth.c
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vent.baselines.registration import RegistrationError, register_phases, registration_mask, warp_to_fixed
+from vent.execution.threads import task_threads
 from vent.io.registration import CaseRegistration
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "hu_ventilation",
     "registration_key",
     "register_case",
+    "RegistrationJob",
+    "register_case_job",
     "ctvi_jacobian_fold",
     "ctvi_hu_fold",
 ]
@@ -130,7 +135,7 @@ def register_case(pre: Any, params: Any, key: str, threads: int | None = None) -
             preprocess ``fingerprint``).
         params: ``RegistrationParams``.
         key: :func:`registration_key` of ``params``.
-        threads: ``execution.threads`` (None = all cores).
+        threads: the task's CPU threads (``vent.execution.task_threads``; None = all cores).
     """
     exhale, inhale = int(pre.attrs["exhale_phase"]), int(pre.attrs["inhale_phase"])
     spacing = pre.grid.spacing_mm_zyx
@@ -175,10 +180,44 @@ def _cached_or_registered(job: Any, pre: Any, params: Any, key: str) -> tuple[Ca
     cached = read_case_registration(path, key, pre.case_id, str(pre.attrs.get("fingerprint", "")))
     if cached is not None:
         return cached, True
-    registration = register_case(pre, params, key, job.execution.threads)
+    registration = register_case(pre, params, key, task_threads(job.execution))
     write_case_registration(path, registration)
     log.info("%s: registered (%s) in %.1f s, cached at %s", pre.case_id, params.backend, registration.seconds, path)
     return registration, False
+
+
+@dataclass(frozen=True)
+class RegistrationJob:
+    """One case's registration for the CT-ventilation rows, as a task of the train stage (``vent.execution``): the
+    folds' ``ctvi_*`` trainers then read it from the cache, and two rows never register one case twice.
+
+    Attributes:
+        run_dir: The run folder (the preprocessed case is read, the registration cached, through ``vent.io.layout``).
+        case: The patient.
+        params: The ``RegistrationParams`` (every field changes the registration; the cache key hashes them).
+        execution: The ``execution`` section (threads).
+    """
+
+    run_dir: Path
+    case: str
+    params: Any
+    execution: Any
+
+    @property
+    def label(self) -> str:
+        return f"registration {self.case}"
+
+
+def register_case_job(job: RegistrationJob, progress: Any) -> dict[str, Any]:
+    """Task function: the case's registration, from the cache when it matches, else registered and cached. Returns
+    whether it was cached and the registration's own seconds."""
+    from vent.io import layout
+    from vent.io.artifacts import read_preprocessed_case
+
+    del progress
+    pre = read_preprocessed_case(layout.case_file(job.run_dir, "preprocess", job.case))
+    registration, cached = _cached_or_registered(job, pre, job.params, registration_key(job.params))
+    return {"cached": cached, "seconds": registration.seconds}
 
 
 def _folding_fraction(pre: Any, registration: CaseRegistration) -> float:

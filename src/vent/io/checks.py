@@ -122,7 +122,10 @@ def check_lung_mask(mask_zyx: np.ndarray, path: Path) -> str | None:
     lung = values > 0
     n_lung = int(lung.sum())
     if n_lung == 0:
-        raise DataError(f"lung mask {path} is empty (no voxel > 0); check the file or leave the subject out")
+        raise DataError(
+            f"lung mask {path} is empty (no voxel > 0); check the file, or leave the subject out with data.exclude and "
+            "a reason"
+        )
     fraction = n_lung / values.size
     if fraction > MAX_MASK_FRACTION:
         raise DataError(

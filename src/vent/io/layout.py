@@ -5,6 +5,7 @@ disk. ::
 
     <run_dir>/
       <stage>/manifest.json                    written last by the runner (the stage's fingerprint)
+      <stage>/execution.json                   how its tasks ran (preprocess, radiomics, train: vent.execution)
       preprocess/<case>.h5, cohort.csv         vent.io.artifacts (PreprocessedCase)
       radiomics/<case>.h5                      vent.io.artifacts (RadiomicsCase)
       split/splits.json                        vent.cv (seeded patient folds, written once)
@@ -25,6 +26,7 @@ __all__ = [
     "stage_dir",
     "manifest_file",
     "hash_cache_file",
+    "calibration_file",
     "excluded_file",
     "case_file",
     "cohort_file",
@@ -38,6 +40,7 @@ __all__ = [
     "fold_result_file",
     "prediction_dir",
     "prediction_file",
+    "execution_file",
     "prediction_map_file",
     "runs_file",
     "thresholds_file",
@@ -57,9 +60,24 @@ def manifest_file(run_dir: Path, stage: str) -> Path:
     return stage_dir(run_dir, stage) / "manifest.json"
 
 
+def execution_file(run_dir: Path, stage: str) -> Path:
+    """How the stage's tasks ran (``vent.execution.execution_record``): backend, workers, threads, each task's time and
+    worker; also in the manifest's outputs."""
+    return stage_dir(run_dir, stage) / "execution.json"
+
+
 def hash_cache_file(run_dir: Path) -> Path:
     """The cache of input-file hashes (by size and mtime), so unchanged inputs are not hashed again."""
     return Path(run_dir) / ".cache" / "input_hashes.json"
+
+
+def calibration_file() -> Path:
+    """This machine's measured rates for ``vent status``'s time estimates (``vent.estimate``), with the machine:
+    in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``), not a run folder, since every run on the
+    machine shares them."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vent" / "calibration.json"
 
 
 def excluded_file(run_dir: Path) -> Path:

@@ -109,7 +109,8 @@ def _read_csv_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[s
                     ([f"missing column(s) {', '.join(missing)}"] if missing else [])
                     + ([f"unknown column(s) {', '.join(unknown)}"] if unknown else [])
                 )
-                + f". The columns are {', '.join(CSV_COLUMNS)} ({', '.join(_REQUIRED_CSV)} required)"
+                + f". The columns are {', '.join(CSV_COLUMNS)} ({', '.join(_REQUIRED_CSV)} required): add the "
+                "column(s) to the header row, or rename the misspelt ones"
             )
         rows = []
         for row in reader:
@@ -197,7 +198,7 @@ def _cases_from_yaml(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             )
         case_id = str(entry["id"])
         if case_id in cases:
-            problems.append(f"{where}: case id {case_id!r} is listed twice")
+            problems.append(f"{where}: case id {case_id!r} is listed twice; give each case its own id")
             continue
         cases[case_id] = dict(entry)
     return cases, problems

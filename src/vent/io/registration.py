@@ -13,7 +13,8 @@ needs it and read by every other row with the same settings::
            fixed_phase, moving_phase (analysis phase order), seconds, seconds_to_average, params and details (JSON),
            grid (``vent.io.images.Grid``)
 
-A file is reused only when its format, key, case and source fingerprint all match; anything else (another format,
+A file is reused only when its content verifies against its seal (``vent.io.seals``) and its format, key, case and
+source fingerprint all match; anything else (another format,
 settings, case or preprocessing; an unreadable file) makes :func:`read_case_registration` return None, and the row
 registers again and overwrites it. Files are written atomically, so two rows writing the same case leave one whole
 file.
@@ -100,8 +101,13 @@ def write_case_registration(path: Path, registration: CaseRegistration) -> None:
 def read_case_registration(path: Path, key: str, case_id: str, source_fingerprint: str) -> CaseRegistration | None:
     """The cached registration at ``path``, or None when it is absent, unreadable or belongs to another format, key,
     case or preprocessed case (the reason is logged; the caller registers again)."""
+    from vent.io.seals import verify_artifact
+
     path = Path(path)
     if not path.is_file():
+        return None
+    if (problem := verify_artifact(path, case_id=case_id)) is not None:
+        log.info("registration cache %s %s: registering again", path, problem)
         return None
     try:
         with h5py.File(path, "r") as handle:

@@ -118,14 +118,17 @@ def discover_subjects(root: Path, subjects: list[str] | str | None, exclude: dic
         ConfigError: a listed or excluded subject does not exist (typo guard).
     """
     if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(
-            f"data root {root} does not exist; set data.root in the config to a study folder in the VAMPIRE layout "
-            "(the folder holding Subject_01, Subject_02, ...)"
+            f"data root {root} {state}; set data.root in the config to a study folder in the VAMPIRE layout "
+            "(the folder holding Subject_01, Subject_02, ...), or list the cases in a manifest (data.manifest)"
         )
     present = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "CT").is_dir())
     if not present:
         raise DataError(
-            f"data root {root} holds no subject folders with a CT/ subfolder; expected Subject_XX/CT/PhaseImage_NN.mha"
+            f"data root {root} holds no subject folders with a CT/ subfolder; expected "
+            "Subject_XX/CT/PhaseImage_NN.mha. Set data.root to the study folder that holds the Subject_XX folders, or "
+            "list the cases in a manifest (data.manifest)"
         )
     return choose_subjects(present, subjects, exclude, str(root))
 
@@ -154,7 +157,10 @@ def choose_subjects(
         chosen = sorted(subjects)
     unknown = [s for s in exclude if s not in present]
     if unknown:
-        raise ConfigError(f"data.exclude names {unknown} which are not subjects in {where}")
+        raise ConfigError(
+            f"data.exclude names {unknown} which are not subjects in {where}; check the spelling (subjects: "
+            f"{', '.join(present[:5])}{', ...' if len(present) > 5 else ''}) or remove the entry"
+        )
     chosen = [s for s in chosen if s not in exclude]
     if not chosen:
         raise ConfigError(f"no subjects left in {where} after data.subjects and data.exclude")
@@ -178,7 +184,10 @@ def find_subject_files(root: Path, case_id: str) -> SubjectFiles:
     if numbers != expected:
         gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
         missing = ", ".join(str(ct_dir / f"PhaseImage_{g:02d}.mha") for g in gaps)
-        raise DataError(f"phase file(s) missing for {case_id}: {missing} (found phases {numbers})")
+        raise DataError(
+            f"phase file(s) missing for {case_id}: {missing} (found phases {numbers}); restore the file(s), or leave "
+            f"{case_id} out with data.exclude and a reason"
+        )
     masks = []
     for number in numbers:
         width = len(re.match(r"^PhaseImage_(\d+)", _strip_ext(phases[number].name)).group(1))

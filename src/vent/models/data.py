@@ -12,6 +12,12 @@ Reads are whole row blocks aligned to the HDF5 chunks (contiguous, no fancy inde
 voxel subsampling happen in memory on the block. A shuffled epoch visits the blocks of all patients in a random
 order and mixes them in a buffer of ``buffer_voxels`` voxels, so the memory held depends on the buffer size and the
 batch size, not on the number of patients. Files are opened per block read, so no per-file handle or cache is kept.
+
+Training reads the same batches from a staged copy (:class:`StagedBatches`): each block is read, subsampled and
+standardised once into one contiguous float32 array (in RAM within ``execution.memory_budget_gb``, else a mapped
+temporary file whose touched pages are released every buffer), and each epoch gathers its rows in the order
+:func:`shuffled_epoch_order` draws with the streamed path's own random calls, so the batches are bit-identical and
+an epoch no longer decompresses the files. On CUDA the in-memory copy lives on the GPU and batches are gathered there.
 """
 
 from __future__ import annotations
@@ -628,3 +634,214 @@ class VoxelBatches:
             if n_emit < y_all.shape[0]:
                 held_x, held_y = [x_all[n_emit:].copy()], [y_all[n_emit:].copy()]
             held = y_all.shape[0] - n_emit
+
+
+def shuffled_epoch_order(
+    block_sizes: Sequence[int], batch_size: int, buffer_voxels: int, seed: int, epoch: int
+) -> np.ndarray:
+    """The voxel order of one shuffled :class:`VoxelBatches` epoch, as rows of the blocks' concatenation.
+
+    The same random draws, in the same order, as ``VoxelBatches.__iter__`` with ``shuffle=True`` (a block order,
+    then one permutation per filled buffer, the remainder carried over), applied to row numbers instead of data:
+    ``x_staged[order]`` cut into batches of ``batch_size`` equals the streamed batches value for value (a buffer
+    emits whole batches except at the end, so no batch spans two buffers).
+
+    Args:
+        block_sizes: Rows of every block, in ``VoxelBatches`` block order (patient by patient, file order).
+        batch_size: Voxels per batch.
+        buffer_voxels: The shuffle buffer of the streamed path.
+        seed: The batches' seed.
+        epoch: The epoch (``set_epoch``).
+
+    Returns:
+        (n_voxels,) int64 row numbers into the concatenated blocks.
+    """
+    sizes = np.asarray(block_sizes, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(sizes))
+    capacity = max(buffer_voxels, batch_size)
+    pieces: list[np.ndarray] = []
+    held_rows: list[np.ndarray] = []
+    held = position = 0
+    while position < len(order) or held:
+        while held < capacity and position < len(order):
+            block = order[position]
+            position += 1
+            held_rows.append(np.arange(offsets[block], offsets[block + 1], dtype=np.int64))
+            held += int(sizes[block])
+        rows = np.concatenate(held_rows) if len(held_rows) > 1 else held_rows[0]
+        rows = rows[rng.permutation(rows.shape[0])]
+        n_emit = rows.shape[0] if position >= len(order) else (rows.shape[0] // batch_size) * batch_size
+        pieces.append(rows[:n_emit])
+        held_rows = [rows[n_emit:]] if n_emit < rows.shape[0] else []
+        held = rows.shape[0] - n_emit
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+
+def staged_bytes(batches: VoxelBatches) -> int:
+    """Bytes of a batches' inputs staged as float32 (n_voxels x T x F_sel + E)."""
+    return batches.n_voxels * batches.n_steps * batches.n_inputs * 4
+
+
+class StagedBatches:
+    """The batches of a :class:`VoxelBatches`, from its inputs read once into one contiguous float32 array.
+
+    Each HDF5 block is read, subsampled and standardised once (``VoxelBatches``' own block reader), in block order,
+    into ``(n_voxels, T, F_sel + E)`` float32 rows: in RAM when that fits in ``memory_budget_bytes``, else in an
+    unlinked temporary file in ``spill_dir`` mapped read-only (still contiguous; the pages touched are released
+    every buffer of rows, so resident memory stays about one shuffle buffer). Epochs then gather rows in
+    :func:`shuffled_epoch_order` (shuffled) or file order: the same samples in the same order as the streamed
+    batches, bit for bit, without decompressing the files again every epoch. On a CUDA ``device`` the RAM copy is
+    also put on the GPU once (when it takes under half the free GPU memory) and batches are gathered there.
+
+    Args:
+        source: The batches to stage (their paths, features, subsample, standardiser, targets, seed, shuffle).
+        memory_budget_bytes: Most bytes held in RAM (``execution.memory_budget_gb``).
+        spill_dir: Folder of the temporary file when over budget (``None`` = the system's temporary folder).
+        device: Where batches are gathered (``None`` or CPU: host memory).
+
+    Attributes:
+        in_memory: Whether the rows are held in RAM (else in the mapped file).
+        on_device: Whether the rows were copied to ``device``.
+        staging_seconds: Wall time of the one read.
+    """
+
+    def __init__(
+        self,
+        source: VoxelBatches,
+        memory_budget_bytes: int,
+        spill_dir: str | Path | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.source = source
+        self.batch_size, self.shuffle = source.batch_size, source.shuffle
+        self.n_steps, self.n_inputs = source.n_steps, source.n_inputs
+        self.epoch = 0
+        self.in_memory = staged_bytes(source) <= memory_budget_bytes
+        self._block_sizes = [
+            (stop - start) if rows is None else int(rows.size) for _, start, stop, rows in source._blocks
+        ]
+        self._window = max(source.buffer_voxels, source.batch_size)
+        self._spill_dir, self._device = spill_dir, torch.device(device) if device is not None else None
+        self._mmap = self._x_device = None
+        self.x: np.ndarray | None = None
+        self.y = np.zeros(0, dtype=np.float32)
+        self.on_device = False
+        self.staging_seconds = 0.0
+
+    def stage(self) -> None:
+        """Read the inputs once (done by the first epoch; a no-op afterwards)."""
+        import time
+
+        if self.x is not None:
+            return
+        started = time.perf_counter()
+        self.x, self.y = self._stage(self._spill_dir)
+        target = self._device
+        if (self.in_memory and target is not None and target.type == "cuda"
+                and self.x.nbytes < 0.5 * torch.cuda.mem_get_info(target)[0]):
+            self._x_device = torch.from_numpy(self.x).to(target)
+        self.on_device = self._x_device is not None
+        self.staging_seconds = time.perf_counter() - started
+        logger.info(
+            "staged %d voxels x %d x %d (%.2f GB) %s in %.1f s", self.n_voxels, self.n_steps, self.n_inputs,
+            self.x.nbytes / 1e9, "in memory" if self.in_memory else "in a mapped file", self.staging_seconds,
+        )
+
+    def facts(self) -> dict[str, Any]:
+        """How the inputs are held, for a fold's record."""
+        return {
+            "staged_gb": round(staged_bytes(self.source) / 1e9, 4),
+            "held": "not staged (no epoch left)" if self.x is None else "gpu" if self.on_device
+            else "ram" if self.in_memory else "mapped_file",
+            "staging_seconds": round(self.staging_seconds, 3),
+        }
+
+    def _stage(self, spill_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+        """Read every block once, in block order, into RAM or an unlinked temporary file mapped read-only."""
+        import mmap
+        import os
+        import tempfile
+
+        shape = (self.source.n_voxels, self.n_steps, self.n_inputs)
+        y = np.empty(shape[0], dtype=np.float32)
+        if self.in_memory:
+            x = np.empty(shape, dtype=np.float32)
+            position = 0
+            for block in self.source._blocks:
+                bx, by = self.source._load(block)
+                x[position : position + by.shape[0]] = bx
+                y[position : position + by.shape[0]] = by
+                position += by.shape[0]
+            return x, y
+        descriptor, name = tempfile.mkstemp(prefix="staged-", suffix=".f32", dir=spill_dir)
+        os.unlink(name)  # freed when the mapping and descriptor close, even if the process is killed
+        with os.fdopen(descriptor, "w+b") as handle:
+            position = 0
+            for block in self.source._blocks:
+                bx, by = self.source._load(block)
+                handle.write(np.ascontiguousarray(bx, dtype=np.float32).tobytes())
+                y[position : position + by.shape[0]] = by
+                position += by.shape[0]
+            handle.flush()
+            self._mmap = mmap.mmap(handle.fileno(), max(1, int(np.prod(shape)) * 4), access=mmap.ACCESS_READ)
+        return np.frombuffer(self._mmap, dtype=np.float32, count=int(np.prod(shape))).reshape(shape), y
+
+    @property
+    def n_voxels(self) -> int:
+        """Voxels yielded per epoch."""
+        return self.source.n_voxels
+
+    def label_counts(self) -> tuple[int, int]:
+        """(n_healthy, n_defect) of the voxels yielded, as :meth:`VoxelBatches.label_counts`."""
+        return self.source.label_counts()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds the next shuffle (the same order as the streamed batches' epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_voxels / self.batch_size)
+
+    def epoch_order(self) -> np.ndarray | None:
+        """Row order of the next epoch (``None`` = file order)."""
+        if not self.shuffle:
+            return None
+        return shuffled_epoch_order(
+            self._block_sizes, self.batch_size, self.source.buffer_voxels, self.source.seed, self.epoch
+        )
+
+    def _release_pages(self) -> None:
+        import mmap
+
+        if self._mmap is not None:
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.stage()
+        order = self.epoch_order()
+        device_order = None
+        if order is not None and self._x_device is not None:
+            device_order = torch.from_numpy(order).to(self._x_device.device)
+        y_all = torch.from_numpy(self.y)
+        since_release = 0
+        for start in range(0, self.n_voxels, self.batch_size):
+            stop = min(start + self.batch_size, self.n_voxels)
+            if order is None:
+                x = self._x_device[start:stop] if self._x_device is not None else torch.from_numpy(
+                    np.array(self.x[start:stop]) if self._mmap is not None else self.x[start:stop]
+                )
+                yield x, y_all[start:stop]
+            else:
+                rows = order[start:stop]
+                if device_order is not None:
+                    x = self._x_device[device_order[start:stop]]
+                else:
+                    x = torch.from_numpy(self.x[rows])
+                yield x, torch.from_numpy(self.y[rows])
+            since_release += stop - start
+            if since_release >= self._window:
+                self._release_pages()
+                since_release = 0
+        self._release_pages()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vent.execution.threads import task_threads
 from vent.io import layout
 from vent.io.artifacts import read_preprocessed_case
 from vent.io.atomic import atomic_path
@@ -129,7 +130,7 @@ def train_forest_fold(job: FoldJob, progress: Any) -> FoldOutcome:
     train_tables = [voxel_table(job.run_dir, case) for case in job.fold.train]
     x, y, groups = _training_voxels(train_tables, params.max_voxels_per_case, job.train.seed + job.fold.index)
     del train_tables
-    forest, record = search_forest(x, y, groups, params, job.execution.workers or -1)
+    forest, record = search_forest(x, y, groups, params, task_threads(job.execution) or -1)
     with atomic_path(layout.forest_file(job.run_dir, job.row, job.fold.index)) as tmp:
         joblib.dump(forest, tmp, compress=3)
 

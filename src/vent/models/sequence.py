@@ -33,6 +33,7 @@ __all__ = [
     "ModelInputs",
     "fold_inputs",
     "fit_fold",
+    "stage_fold_batches",
     "fold_settings",
     "fit_record",
     "save_fold_model",
@@ -168,6 +169,7 @@ def fold_settings(job: FoldJob, loss: str = "bce", batch_size: int | None = None
         pos_weight=config.pos_weight if loss == "bce" else None,
         device=job.execution.device,
         weight_decay=config.weight_decay,
+        mixed_precision=job.execution.mixed_precision,
     )
 
 
@@ -195,6 +197,7 @@ def fit_fold(
                            **options, **target_of(fold.train))
     val = inputs.batches([files[c] for c in fold.val], config.batch_size, shuffle=False, seed=config.seed,
                          **options, **target_of(fold.val))
+    train, val = stage_fold_batches(job, train, val)
     torch.manual_seed(fold_seed)
     model = build_model(job.model, train.n_inputs, train.n_steps, **job.train.models[job.model])
     checkpoint = layout.checkpoint_file(job.run_dir, job.row, fold.index)
@@ -202,7 +205,27 @@ def fit_fold(
         result = fit(model, train, val, fold_settings(job, loss), checkpoint_path=checkpoint,
                      progress=lambda info: epochs.advance(1))
     model.cpu()
+    result.data_path = {"train": train.facts(), "validation": val.facts()}
     return model, result
+
+
+def stage_fold_batches(job: FoldJob, train: Any, val: Any) -> tuple[Any, Any]:
+    """The fold's training and validation batches staged once (``vent.models.data.StagedBatches``): the same
+    batches, bit for bit, read from one contiguous array instead of the compressed files every epoch.
+
+    ``execution.memory_budget_gb`` bounds the RAM of both together (training first); what does not fit is staged in
+    a temporary mapped file in the fold's folder. On CUDA the in-memory rows are also put on the GPU.
+    """
+    from vent.models.data import StagedBatches, staged_bytes
+    from vent.models.training import resolve_device
+
+    budget = int(job.execution.memory_budget_gb * 1e9)
+    device = resolve_device(job.execution.device)
+    spill_dir = layout.fold_dir(job.run_dir, job.row, job.fold.index)
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    staged_train = StagedBatches(train, budget, spill_dir=spill_dir, device=device)
+    left = budget - (staged_bytes(train) if staged_train.in_memory else 0)
+    return staged_train, StagedBatches(val, left, spill_dir=spill_dir, device=device)
 
 
 def predict_case(model: Any, path: Path, inputs: ModelInputs, job: FoldJob) -> np.ndarray:
@@ -289,26 +312,30 @@ def train_sequence_fold(job: FoldJob, progress: Any) -> FoldOutcome:
 
 def save_fold_model(model: Any, job: FoldJob, inputs: ModelInputs) -> None:
     """``model.pt``: the network's spec and weights and how it reads its inputs (atomic)."""
-    import torch
+    from vent.models.training import save_torch
 
     with atomic_path(layout.model_file(job.run_dir, job.row, job.fold.index)) as tmp:
         payload = {"spec": model.spec, "state_dict": model.state_dict(), **inputs.payload()}
-        torch.save({**payload, "selection": job.selection, "fold": job.fold.index}, tmp)
+        save_torch({**payload, "selection": job.selection, "fold": job.fold.index}, tmp)
 
 
 def fit_record(result: Any, inputs: ModelInputs, job: FoldJob) -> dict[str, Any]:
     """The training facts of a fold for its ``result.json`` (without the per-epoch history)."""
-    return {"features": inputs.feature_ids, **result.facts(), "device_setting": job.execution.device}
+    return {"features": inputs.feature_ids, **result.facts(), "data_path": result.data_path,
+            "device_setting": job.execution.device}
 
 
 def load_fold_model(path: Path) -> tuple[Any, dict[str, Any]]:
     """Rebuild a trained fold model from ``model.pt``; returns (model in eval mode, the saved payload)."""
     import torch
 
+    from vent.io.seals import verify_artifact
     from vent.models import build_model
 
-    if not path.is_file():
-        raise ArtifactError(f"trained model {path} is missing; run the train stage")
+    if (problem := verify_artifact(path)) is not None:
+        raise ArtifactError(
+            f"trained model {path} {problem}; run the train stage again (`vent run CONFIG --from train`)"
+        )
     payload = torch.load(path, map_location="cpu", weights_only=False)
     spec = payload["spec"]
     model = build_model(spec["name"], spec["n_inputs"], spec["n_steps"], **spec["params"])

@@ -66,6 +66,8 @@ class TrainSettings:
         weight_decay: Adam L2 weight decay.
         loss: ``"bce"`` (binary cross-entropy on the logits, the study's) or ``"mse"`` (squared error of
             sigmoid(logit) against a target in [0, 1], for a continuous ventilation target).
+        mixed_precision: Forward passes under ``torch.autocast`` on CUDA (:func:`resolve_precision`); on a CPU it
+            is ignored with a warning recorded in :attr:`FitResult.precision_warning`.
     """
 
     lr: float = 1e-4
@@ -79,6 +81,7 @@ class TrainSettings:
     device: str = "auto"
     weight_decay: float = 0.0
     loss: Literal["bce", "mse"] = "bce"
+    mixed_precision: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -124,6 +127,9 @@ class FitResult:
         resumed_from_epoch: Epochs already done in the checkpoint that was resumed, or ``None``.
         pos_weight: The pos_weight used (resolved from "auto"), or ``None``.
         device: The device trained on.
+        precision: ``float32``, or the autocast dtype of mixed precision (``bfloat16`` / ``float16``).
+        precision_warning: Why mixed precision asked for was not used (on a CPU), else ``None``.
+        data_path: How the caller held the batches (``vent.models.sequence.stage_fold_batches``), if it says.
     """
 
     best_epoch: int
@@ -134,6 +140,9 @@ class FitResult:
     resumed_from_epoch: int | None = None
     pos_weight: float | None = None
     device: str = "cpu"
+    precision: str = "float32"
+    precision_warning: str | None = None
+    data_path: dict[str, Any] = field(default_factory=dict)
 
     def facts(self) -> dict[str, Any]:
         """The fit's facts for a fold's ``result.json`` (everything but the per-epoch history)."""
@@ -163,6 +172,54 @@ def resolve_device(device: str = "auto") -> torch.device:
             f"execution.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist; use 'cuda:0'"
         )
     return target
+
+
+@dataclass
+class Precision:
+    """How forward passes run: ``float32``, or under ``torch.autocast`` with ``dtype`` (mixed precision).
+
+    Attributes:
+        name: ``float32``, ``bfloat16`` or ``float16``.
+        device_type: ``cuda`` or ``cpu``.
+        scaler: The float16 loss scaler (``torch.amp.GradScaler``), else ``None``.
+        warning: Why mixed precision asked for is not used (recorded by the caller), else ``None``.
+    """
+
+    name: str = "float32"
+    device_type: str = "cpu"
+    scaler: Any = None
+    warning: str | None = None
+
+    def autocast(self) -> Any:
+        """The context of a forward pass (a no-op in float32)."""
+        import contextlib
+
+        if self.name == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=getattr(torch, self.name))
+
+
+def resolve_precision(mixed_precision: bool, device: torch.device) -> Precision:
+    """The precision of training on ``device``: float32 unless mixed precision is asked for on CUDA.
+
+    On CUDA: bfloat16 autocast where the GPU supports it (no loss scaling needed), else float16 with a
+    ``GradScaler``. Losses are computed in float32 on the float32 cast of the logits. On a CPU, mixed precision is
+    not used (bfloat16 LSTMs are slower there than float32 on most CPUs, and would change results for no gain):
+    training runs in float32 and the returned :attr:`Precision.warning` says so (logged, and recorded in the fold's
+    result), never silently.
+    """
+    if not mixed_precision:
+        return Precision(device_type=device.type)
+    if device.type != "cuda":
+        message = (
+            f"execution.mixed_precision is on but training runs on {device}: mixed precision is for CUDA only, "
+            "so this fold trained in float32"
+        )
+        logger.warning(message)
+        return Precision(device_type=device.type, warning=message)
+    if torch.cuda.is_bf16_supported():
+        return Precision("bfloat16", "cuda")
+    return Precision("float16", "cuda", scaler=torch.amp.GradScaler("cuda"))
 
 
 def _resolve_pos_weight(setting: float | str | None, train_batches: Iterable) -> float | None:
@@ -206,7 +263,14 @@ def save_checkpoint_atomic(state: dict[str, Any], path: Path) -> None:
     from vent.io.atomic import atomic_path
 
     with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+        save_torch(state, temporary)
+
+
+def save_torch(payload: Any, path: Path) -> None:
+    """``torch.save`` through an open file, so that the zip archive's inner folder is ``archive`` and not the stem of
+    ``path`` (a random temporary name under ``atomic_path``): the same weights then give the same bytes."""
+    with open(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -229,17 +293,21 @@ def _state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _mean_loss(
-    model: nn.Module, batches: Iterable, loss_sum: nn.Module, device: torch.device, what: str
+    model: nn.Module, batches: Iterable, loss_sum: nn.Module, device: torch.device, what: str,
+    precision: Precision | None = None,
 ) -> float:
     """Mean per-voxel loss of ``model`` over ``batches`` (eval mode, no gradients)."""
     model.eval()
+    precision = precision or Precision(device_type=device.type)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     with torch.no_grad():
         for x, y in batches:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            total += loss_sum(model(x), y).double()
+            with precision.autocast():
+                logits = model(x)
+            total += loss_sum(logits.float(), y).double()
             count += _n_targets(y)
     if count == 0:
         raise DataError(f"the {what} batches are empty; every fold needs {what} voxels")
@@ -247,8 +315,18 @@ def _mean_loss(
 
 
 def _read_checkpoint_if_any(checkpoint_path: Path | None) -> dict[str, Any] | None:
-    """The checkpoint at ``checkpoint_path`` when that file exists, else ``None``."""
+    """The checkpoint at ``checkpoint_path`` when that file exists and verifies against its seal, else ``None``.
+
+    A checkpoint that does not verify (truncated, replaced, written before a crash could seal it) is deleted with a
+    warning and the fold trains from the start: resuming from it could not reproduce an uninterrupted run.
+    """
+    from vent.io.seals import verify_artifact
+
     if checkpoint_path is None or not checkpoint_path.exists():
+        return None
+    if (problem := verify_artifact(checkpoint_path)) is not None:
+        logger.warning("checkpoint %s %s: deleted, the fold trains from the start", checkpoint_path, problem)
+        checkpoint_path.unlink()
         return None
     return load_checkpoint(checkpoint_path)
 
@@ -393,20 +471,35 @@ def _train_epoch(
     loss_mean: nn.Module,
     clip_grad_norm: float | None,
     device: torch.device,
+    precision: Precision | None = None,
 ) -> float:
-    """One pass of Adam updates over ``train_batches``; returns the mean per-voxel training loss."""
+    """One pass of Adam updates over ``train_batches``; returns the mean per-voxel training loss.
+
+    Under mixed precision the forward pass runs in ``torch.autocast`` and the loss in float32; with float16 the
+    loss is scaled (``GradScaler``) and the gradients unscaled before clipping.
+    """
     model.train()
+    precision = precision or Precision(device_type=device.type)
+    scaler = precision.scaler
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     for x, y in train_batches:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_mean(model(x), y)
-        loss.backward()
+        with precision.autocast():
+            logits = model(x)
+        loss = loss_mean(logits.float(), y)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(optimiser)
         if clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        optimiser.step()
+        if scaler is None:
+            optimiser.step()
+        else:
+            scaler.step(optimiser)
+            scaler.update()
         n = _n_targets(y)
         total += loss.detach().double() * n
         count += n
@@ -424,14 +517,15 @@ def _run_epoch(
     settings: TrainSettings,
     device: torch.device,
     state: _TrainState,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
     """Train and validate epoch ``state.epoch``, advance ``state`` (best, counter, history); return its record."""
     started = time.perf_counter()
     epoch = state.epoch
     if hasattr(train_batches, "set_epoch"):
         train_batches.set_epoch(epoch)
-    train_loss = _train_epoch(model, optimiser, train_batches, losses[0], settings.clip_grad_norm, device)
-    val_loss = _mean_loss(model, val_batches, losses[1], device, "validation")
+    train_loss = _train_epoch(model, optimiser, train_batches, losses[0], settings.clip_grad_norm, device, precision)
+    val_loss = _mean_loss(model, val_batches, losses[1], device, "validation", precision)
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise VentError(
             f"training diverged at epoch {epoch} (train loss {train_loss}, validation loss {val_loss}); "
@@ -463,6 +557,7 @@ def _checkpoint_state(
     state: _TrainState,
     settings: TrainSettings,
     pos_weight: float | None,
+    precision_name: str = "float32",
 ) -> dict[str, Any]:
     """The checkpoint dict written after an epoch (everything :func:`_restore_or_start` needs to resume)."""
     return {
@@ -480,6 +575,7 @@ def _checkpoint_state(
         "settings": asdict(settings),
         "pos_weight": pos_weight,
         "model_spec": getattr(model, "spec", None),
+        "precision": precision_name,
     }
 
 
@@ -500,7 +596,8 @@ def _report_epoch(
 
 
 def _finish(
-    model: nn.Module, state: _TrainState, resumed_from: int | None, pos_weight: float | None, device: torch.device
+    model: nn.Module, state: _TrainState, resumed_from: int | None, pos_weight: float | None, device: torch.device,
+    precision: Precision | None = None,
 ) -> FitResult:
     """Load the best epoch's weights into ``model`` (eval mode) and build the :class:`FitResult`."""
     if state.best_state is not None:
@@ -515,6 +612,8 @@ def _finish(
         resumed_from_epoch=resumed_from,
         pos_weight=pos_weight,
         device=str(device),
+        precision=precision.name if precision is not None else "float32",
+        precision_warning=precision.warning if precision is not None else None,
     )
 
 
@@ -557,14 +656,31 @@ def fit(
     losses = _losses(pos_weight, device, settings.loss)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    precision = resolve_precision(settings.mixed_precision, device)
+    _check_precision(checkpoint, checkpoint_path, precision)
     state = _restore_or_start(model, optimiser, checkpoint, checkpoint_path, settings)
     resumed_from = state.epoch if checkpoint is not None else None
     while state.epoch < settings.max_epochs and not state.stopped_early:
-        record = _run_epoch(model, optimiser, train_batches, val_batches, losses, settings, device, state)
+        record = _run_epoch(model, optimiser, train_batches, val_batches, losses, settings, device, state, precision)
         if checkpoint_path is not None:
-            save_checkpoint_atomic(_checkpoint_state(model, optimiser, state, settings, pos_weight), checkpoint_path)
+            save_checkpoint_atomic(
+                _checkpoint_state(model, optimiser, state, settings, pos_weight, precision.name), checkpoint_path
+            )
         _report_epoch(record, state, settings.max_epochs, progress)
-    return _finish(model, state, resumed_from, pos_weight, device)
+    return _finish(model, state, resumed_from, pos_weight, device, precision)
+
+
+def _check_precision(checkpoint: dict[str, Any] | None, checkpoint_path: Path | None, precision: Precision) -> None:
+    """Refuse to resume a checkpoint trained in another precision (the resumed fold would equal neither run)."""
+    if checkpoint is None:
+        return
+    saved = checkpoint.get("precision", "float32")
+    if saved != precision.name:
+        raise ArtifactError(
+            f"checkpoint {checkpoint_path} was trained in {saved}, this run trains in {precision.name} "
+            "(execution.mixed_precision or the device changed); delete it to retrain this fold, or set "
+            "execution.mixed_precision back"
+        )
 
 
 def predict_proba(model: nn.Module, batches: Iterable, device: str = "auto") -> np.ndarray:

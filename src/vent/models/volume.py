@@ -305,7 +305,7 @@ def _fit_fold(job: FoldJob, params: Any, train: list[VolumeCase], val: list[Volu
 
 def _save_model(job: FoldJob, model: Any, params: Any) -> None:
     """``model.pt``: architecture spec, weights and the input normalisation (:func:`load_volume_model`)."""
-    import torch
+    from vent.models.training import save_torch
 
     payload = {
         "spec": model.spec,
@@ -317,7 +317,7 @@ def _save_model(job: FoldJob, model: Any, params: Any) -> None:
         "fold": job.fold.index,
     }
     with atomic_path(layout.model_file(job.run_dir, job.row, job.fold.index)) as tmp:
-        torch.save(payload, tmp)
+        save_torch(payload, tmp)
 
 
 def _fit_record(result: Any, job: FoldJob, params: Any, cases: list[VolumeCase], model: Any) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def card_config(card: dict[str, Any], files: SubjectFiles, options: PredictOptio
         "preprocess": settings["preprocess"],
         "radiomics": settings["radiomics"],
         "train": settings["train"],
-        "execution": {"device": options.device, "workers": options.workers},
+        "execution": {"device": options.device, "threads": options.workers},  # one case at a time, in this process
     }
     return config_from_dict(raw, work_dir, "the run's model card")
 

@@ -2,7 +2,8 @@
 
 Design (CPU default, :mod:`vent.radiomics._numba_engine`): centres are sorted into lines of equal (z, y) and the
 13^3 kernel box slides along x; per step one slab of 13 x 13 voxels leaves and one enters, and only integer state
-changes: GLCM counts (upper triangle) with their marginals p_x, p_{x+y}, p_{x-y}; GLRLM run-length tables with their
+changes: GLCM counts (upper triangle) with a bitmap of the non-zero cells, the marginals p_x, p_{x+y}, p_{x-y}
+summed from those cells per centre; GLRLM run-length tables with their
 marginals (a run crossing the slab changes length by one, runs in the slab plane leave or enter whole, run extents
 from precomputed per-direction run positions clipped by the box faces); the sorted multiset of raw values (slabs
 sorted once on entry, merged in and out). Features are evaluated per centre from that state in a fixed order, so
@@ -36,6 +37,30 @@ branch-free update (+7 us updates, -3.5 us evaluation); branch-free merges with 
 branch-free GLRLM updates (17.4 -> 21.7 us); a bounds-test-free inner-voxel loop for the GLCM slab (29 -> 40 us);
 int16 GLCM counts / int32 marginals (no change); fastmath on the evaluation (-6 %, but values move by up to
 2e-10 relative). A one-pass merge (one slab out, one in) saved only 0.4 us but is kept.
+
+Real CT (issue 12 item 3; ``bench_radiomics.py --real``: LUNG1-001 made to breathe by ``vent.synth.from_ct``, 10
+phases, per-phase masks, 2 mm). Its texture does not cost more than the synthetic patient's: ~43 grey levels present
+per kernel (synthetic ~39-44), 83-89 % boundary kernels (synthetic 44-58 %; they hold fewer voxels, mean mask share
+0.75-0.81 against 0.88-0.92), 20-32 consecutive centres per x-run (41-70; 2.40 against 2.32 slab steps per centre),
+no empty kernel in any phase; the same-process time ratio real / synthetic was 0.7-1.07 in every run (0.92 in the
+last, 2 workers). Where the time went, 1 thread, real CT (machine loaded by other jobs, so ~2x the idle figures
+above; CPU time, min of 30 alternating runs): GLCM slab updates 55 us, GLRLM slab updates 29, GLCM evaluation 25,
+sorted merges and box moves 14, intensity 7, GLRLM evaluation 4, of 104. Only ~24 % of the GLCM triangle's cells
+are non-zero. Changes, each bit-identical to the previous engine
+(``tests/radiomics/test_radiomics_previous_engine.py``):
+
+* GLCM: the slab's grey levels are copied into a plane with a zero border, so the pair loop (directions outer) has no
+  bounds test and no mask branch (level 0 lands in the unread row 0); a pair changes its cell and sets its bit only,
+  and the evaluation walks the set bits (non-zero cells, ascending: the order of the dense pass, zeros skipped) to
+  sum the marginals and the cells. GLCM slab updates 55-59 -> 37-40 us; evaluation 25-27 -> 22-25 us.
+* intensity: two passes instead of four, the robust sums over the index range [P10, P90] of the sorted values.
+* measured and left out: the marginals summed over the dense triangle per centre (evaluation 22 -> 60 us in a
+  micro-benchmark: three scattered stores per cell, not vectorised by numba); the plane-based pair loop that still
+  updates the marginals per pair (no gain over the branchy one); a flat-index pair loop and the directions in the
+  inner loop (no gain, resp. +25 %).
+* result, same process: 1 thread 103.9 -> 89.3 us (real, 1.16x), 112.6 -> 90.6 us (synthetic, 1.24x); 2 workers
+  1.20x (real) and 1.22x (synthetic).
+
 End-to-end figures (ratio to pyradiomics, full 10-phase patient, peak RSS): ``scripts/bench_radiomics.py``.
 """
 

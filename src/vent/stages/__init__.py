@@ -44,6 +44,10 @@ def check_config(config, n_cases: int | None = None) -> None:
     if config.train.reference_model not in config.train.models:
         raise ConfigError(f"train.reference_model {config.train.reference_model!r} is not in train.models")
     selected_feature_specs(config.radiomics.features)
+    if config.execution.device.startswith("cuda"):  # before any compute, not at the first stage that uses it
+        from vent.models.training import resolve_device
+
+        resolve_device(config.execution.device)
     if n_cases is not None and config.cv.n_folds > n_cases:
         raise ConfigError(
             f"cv.n_folds = {config.cv.n_folds} but the cohort has {n_cases} subjects; set cv.n_folds "

@@ -49,6 +49,7 @@ __all__ = [
     "PreprocessStage",
     "ensure_data",
     "cohort_subjects",
+    "subject_files",
     "check_cohort",
     "check_subject_voxels",
     "preprocess_subject",
@@ -94,6 +95,16 @@ def cohort_subjects(config: RunConfig) -> dict[str, SubjectFiles]:
     return {case: find_subject_files(data.root, case) for case in ids}
 
 
+def subject_files(config: RunConfig, case: str) -> SubjectFiles:
+    """The files of one configured subject, as ``cohort_subjects`` lists them, without listing the others."""
+    data = config.data
+    if data.manifest is not None:
+        from vent.io.manifest import read_manifest
+
+        return read_manifest(data.manifest)[case]
+    return find_subject_files(data.root, case)
+
+
 def check_cohort(
     subjects: dict[str, SubjectFiles],
     sha256: Callable[[Path], str] = file_sha256,
@@ -128,7 +139,8 @@ def check_cohort(
                 f"reference ventilation image missing for {files.case_id}: expected "
                 + (str(expected_refvi(files.folder)) if files.source is None
                    else f"a 'refvi' row in {files.source}")
-                + "; training needs one per case (`vent predict` applies a trained model to a case without)"
+                + f"; training needs one per case: add it, or leave {files.case_id} out with data.exclude and a reason "
+                "(`vent predict` applies a trained model to a case without)"
             )
         if not files.has_masks and segmentation is not None and segmentation.when == "never":
             findings.error(
@@ -329,13 +341,15 @@ def _average_mask(
 
 
 def _refvi_on_grid(
-    files: SubjectFiles, grid: Grid, interpolation: str, like: np.ndarray
+    files: SubjectFiles, grid: Grid, interpolation: str, like: np.ndarray, lung_image: sitk.Image | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The RefVI (NaN where no RefVI lung voxel is near) and its lung mask (all ones when absent) on ``grid``; a
-    subject without a RefVI (``vent predict``) gets zeros."""
+    subject without a RefVI (``vent predict``) gets zeros. The RefVI is first checked as ``vent validate`` does: not
+    all zeros, and over the CT lung mask ``lung_image`` (native grid; None: not checked)."""
     if files.vent_image is None:
         return np.zeros(like.shape, np.float32), np.ones_like(like)
     refvi_image = _read_refvi(files)
+    _check_refvi_in_lung(files, refvi_image, lung_image)
     vent_mask_image = _read_mask(files.vent_mask, "RefVI lung mask") if files.vent_mask is not None else None
     refvi = resample_refvi(refvi_image, vent_mask_image, grid, interpolation)
     if vent_mask_image is None:
@@ -476,7 +490,12 @@ def preprocess_subject(files: SubjectFiles, config: RunConfig) -> PreprocessedCa
     grid, average_mask_image, native = _reference_grid(files, settings.spacing_mm)
     ct, phase_masks, volumes_ml, mask_origin = _read_phases(files, grid, settings.segmentation)
     average_mask = _average_mask(files, average_mask_image, grid, phase_masks, mask_origin)
-    refvi, vent_mask = _refvi_on_grid(files, grid, settings.ground_truth.refvi_interpolation, average_mask)
+    lung_image = average_mask_image
+    if lung_image is None and files.has_masks and mask_origin["lung_masks"] == "given":
+        lung_image = _read_mask(files.phase_masks[0], "phase lung mask")
+    refvi, vent_mask = _refvi_on_grid(
+        files, grid, settings.ground_truth.refvi_interpolation, average_mask, lung_image
+    )
     lung, no_refvi = _analysis_mask(settings.analysis_mask, average_mask, vent_mask, phase_masks, refvi, files.case_id)
     refvi = np.nan_to_num(refvi, nan=0.0)
     _check_lung_size(int(lung.sum()), files, settings)
@@ -549,15 +568,15 @@ class PreprocessStage(PerCaseStage):
         return findings.warnings[n_before:]
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
-        files = self._subjects[case]
+        files = subject_files(ctx.config, case)  # by name: a worker process has only the job (vent.execution)
         result = preprocess_subject(files, ctx.config)
         write_preprocessed_case(out_path, result, fingerprint)
         return {"n_lung_voxels": result.attrs["n_lung_voxels"], "defect_fraction": result.attrs["defect_fraction"]}
 
     def run(self, ctx: RunContext, plan) -> dict[str, Any]:
-        self._subjects = cohort_subjects(ctx.config)
+        subjects = cohort_subjects(ctx.config)
         segmentation = ctx.config.preprocess.segmentation
-        for warning in check_cohort(self._subjects, ctx.hashes().sha256, segmentation=segmentation):
+        for warning in check_cohort(subjects, ctx.hashes().sha256, segmentation=segmentation):
             ctx.echo(f"[{self.name}] warning: {warning}")
         return super().run(ctx, plan)
 

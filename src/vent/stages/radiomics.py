@@ -69,6 +69,7 @@ def filter_settings_from_config(
     """The engine's FilterSettings for a case grid (the kernel needs an isotropic grid); the engine and its threads
     come from the ``execution`` section (defaults when None)."""
     from vent.config import ExecutionConfig
+    from vent.execution.threads import task_threads
     from vent.radiomics import FilterSettings, kernel_voxels_from_mm
 
     execution = execution or ExecutionConfig()
@@ -84,7 +85,7 @@ def filter_settings_from_config(
         masked_kernel=config.masked_kernel,
         dtype=config.dtype,
         backend=execution.radiomics_engine,
-        n_workers=execution.workers,
+        n_workers=task_threads(execution),
     )
 
 
@@ -135,6 +136,7 @@ def compute_radiomics_case(
     settings = filter_settings_from_config(config, pre.grid.spacing_mm_zyx, execution)
     lung = pre.lung_mask_zyx > 0
     coords = np.argwhere(lung).astype(np.int32)
+    _check_kernel_within_lung(case, coords, config.kernel_mm, settings.kernel_voxels, pre.grid.spacing_mm_zyx[0])
     n_voxels, n_phases = len(coords), pre.n_phases
     scales = _phase_scales(pre, lung, config)
     attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
@@ -162,6 +164,20 @@ def compute_radiomics_case(
     if counts.total_touched:
         log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
     return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
+
+
+def _check_kernel_within_lung(case: str, coords: np.ndarray, kernel_mm: float, kernel_voxels: int,
+                              spacing_mm: float) -> None:
+    """ConfigError when the kernel is larger than the analysed lung along every axis: each kernel would then hold
+    the whole lung, and no feature would vary between its voxels."""
+    extent = int((coords.max(axis=0) - coords.min(axis=0) + 1).max()) if len(coords) else 0
+    if kernel_voxels > extent:
+        raise ConfigError(
+            f"radiomics.kernel_mm = {kernel_mm:g} gives a kernel of {kernel_voxels} voxels "
+            f"({kernel_voxels * spacing_mm:g} mm) but the analysed lung of {case} spans at most {extent} voxels "
+            f"({extent * spacing_mm:g} mm): every kernel would hold the whole lung. Set radiomics.kernel_mm to at most "
+            f"{extent * spacing_mm:g} (the study: 26)"
+        )
 
 
 def _case_attrs(

@@ -18,7 +18,7 @@ Reads: ``radiomics/<case>.h5`` and ``split/splits.json``. Writes:
   n_singletons, silhouette, selected) and ``guard`` (min_clusters, max_clusters, max_cutoff, unguarded best, changed,
   bounded_by). Top level: ``selection_rule`` (the settings that drive the choice).
 
-Config: ``select`` (and ``cv.seed`` through the split stage's fingerprint).
+Config: ``select`` and ``cv`` (its ``seed`` samples the voxels; recorded in the manifest).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 class SelectStage(Stage):
     name = "select"
+    sections = ("cv",)  # it samples voxels with cv.seed: the manifest records the seed it used
     needs = ("split", "radiomics")
     version = "4"  # 4: selection files carry the dendrogram (linkage_matrix, linkage_feature_ids)
 

@@ -17,7 +17,12 @@ learned method without epochs (the forest) holds only the ``train`` keys its reg
 Adding a method trains only that method.
 ``vent status`` shows each fold's state and why (:meth:`TrainStage.fold_states`).
 
-Config: ``train`` (and ``select.mode``, ``preprocess.ground_truth.fraction`` for rules, ``execution`` for the device).
+The driver decides each fold's state and builds its job; the folds to train run as tasks (``vent.execution``:
+:func:`train_fold_task`, which writes the fold's files), after the registrations the CT-ventilation folds read (one
+task per case). ``train/execution.json`` records how they ran.
+
+Config: ``train`` (and ``select.mode``, ``preprocess.ground_truth.fraction`` for rules, ``execution`` for the device
+and where the tasks run).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from vent.io.predictions import write_prediction
 from vent.io.training import read_fold_result, write_fold_result, write_runs, write_thresholds
 from vent.models.registry import get_spec, needed_stages
 from vent.runner import RunContext, StagePlan, diff_keys, fingerprint_of
-from vent.stages.base import Stage, upstream_cases
+from vent.stages.base import Stage, upstream_cases, write_execution_record
 from vent.stages.split import read_splits
 
 __all__ = ["TrainStage", "TrainingRun", "training_runs", "FoldState"]
@@ -167,6 +172,8 @@ class TrainStage(Stage):
             for fold in folds:
                 previous = read_fold_result(ctx.run_dir, run.row, fold.index)
                 state, reason = _fold_state(previous, self.fold_identity(ctx, run, fold), ctx.config.train)
+                if state == "current" and (problem := _fold_files_problem(ctx.run_dir, run.row, fold, previous)):
+                    state, reason = "stale", problem
                 states.append(FoldState(run.row, fold.index, state, reason))
         return states
 
@@ -184,16 +191,14 @@ class TrainStage(Stage):
         runs = training_runs(ctx.config)
         thresholds: dict[str, list[dict[str, Any]]] = {}
         outputs: dict[str, Any] = {}
-        outputs_by_fold: dict[tuple[str, int], dict[str, Any]] = {}
-        with ctx.progress.task("train (methods x folds)", total=len(runs) * len(folds)) as bar:
-            for run in runs:
-                for fold in folds:
-                    result = self._train_fold(ctx, run, fold)
-                    if result.get("threshold") is not None:
-                        thresholds.setdefault(run.row, []).append({"fold": fold.index, **result["threshold"]})
-                    outputs[f"{run.row}/fold_{fold.index}/result.json"] = result["stamp"]
-                    outputs_by_fold[(run.row, fold.index)] = result
-                    bar.advance(1)
+        outputs_by_fold, record = self._train_folds(ctx, runs, folds)
+        for run in runs:
+            for fold in folds:
+                result = outputs_by_fold[(run.row, fold.index)]
+                if result.get("threshold") is not None:
+                    thresholds.setdefault(run.row, []).append({"fold": fold.index, **result["threshold"]})
+                outputs.update(_fold_outputs(ctx.run_dir, run.row, fold, result))
+        outputs["execution.json"] = write_execution_record(ctx.run_dir, self.name, record)
         write_thresholds(ctx.run_dir, ctx.config.train.threshold, thresholds)
         write_runs(ctx.run_dir, [asdict(run) for run in runs])
         write_model_card(ctx.run_dir, model_card(ctx, runs, folds, outputs_by_fold))
@@ -202,15 +207,47 @@ class TrainStage(Stage):
         outputs["model_card.json"] = "what `vent predict` needs to apply the trained models (vent.io.model_card)"
         return outputs
 
-    def _train_fold(self, ctx: RunContext, run: TrainingRun, fold: Fold) -> dict[str, Any]:
-        """Keep, resume or (re)train one (row, fold); returns its ``result.json`` content."""
+    def _train_folds(
+        self, ctx: RunContext, runs: list[TrainingRun], folds: list[Fold]
+    ) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
+        """Keep the current folds and train the others as tasks on ``execution.backend`` (``vent.execution``), the
+        CT-ventilation rows' registrations first (one task per case). Returns every fold's ``result.json`` content
+        and the execution record (backend, workers, each task's time)."""
+        from vent.execution import execution_record, run_tasks
+
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        tasks = []
+        for run in runs:
+            for fold in folds:
+                prepared = self._prepare_fold(ctx, run, fold)
+                if isinstance(prepared, FoldTask):
+                    tasks.append(prepared)
+                else:
+                    results[(run.row, fold.index)] = prepared
+        done, started = [], time.perf_counter()
+        with ctx.progress.task("train (methods x folds)", total=len(runs) * len(folds)) as bar:
+            bar.advance(len(results))
+            done += list(_register_cases(ctx, tasks))
+            for finished in run_tasks(ctx.config.execution, train_fold_task, tasks, ctx.progress):
+                job = finished.job.job
+                results[(job.row, job.fold.index)] = finished.value["result"]
+                ctx.echo(f"[train] {finished.job.label}: {finished.value['summary']}")
+                done.append(finished)
+                bar.advance(1)
+        return results, execution_record(ctx.config.execution, done, time.perf_counter() - started, len(tasks))
+
+    def _prepare_fold(self, ctx: RunContext, run: TrainingRun, fold: Fold) -> dict[str, Any] | FoldTask:
+        """A current fold's ``result.json`` content (kept), or the task that resumes or (re)trains it, its folder
+        made ready (emptied unless it resumes)."""
         from vent.models.jobs import FoldJob
 
         config = ctx.config.train
         identity = self.fold_identity(ctx, run, fold)
         previous = read_fold_result(ctx.run_dir, run.row, fold.index)
         state, reason = _fold_state(previous, identity, config)
-        if state == "current" and _predictions_exist(ctx.run_dir, run.row, fold):
+        if state == "current" and (problem := _fold_files_problem(ctx.run_dir, run.row, fold, previous)):
+            state, reason = "stale", problem
+        if state == "current":
             ctx.echo(f"[train] {run.row} fold {fold.index}: kept ({reason})")
             return previous
         if state not in ("resume", "current"):
@@ -219,23 +256,69 @@ class TrainStage(Stage):
         layout.fold_dir(ctx.run_dir, run.row, fold.index).mkdir(parents=True, exist_ok=True)
         job = FoldJob(ctx.run_dir, run.row, run.model, run.selection, fold, config, ctx.config.execution,
                       ctx.config.preprocess.ground_truth)
-        started = time.perf_counter()
-        outcome = get_spec(run.model).train_fold()(job, ctx.progress)
-        for prediction in outcome.predictions:
-            write_prediction(layout.prediction_file(ctx.run_dir, run.row, prediction.case_id), prediction)
-        result = {
-            "stamp": fingerprint_of(identity, {}),
-            "identity": identity,
-            "length": _length(config),
-            "threshold_setting": config.threshold,
-            "threshold": outcome.threshold,
-            "test": list(fold.test),
-            "seconds": time.perf_counter() - started,  # this (row, fold) end to end: trainer and prediction files
-            **outcome.record,
-        }
-        write_fold_result(ctx.run_dir, run.row, fold.index, result)
-        ctx.echo(f"[train] {run.row} fold {fold.index}: {outcome.summary}")
-        return result
+        return FoldTask(job, identity, _length(config), config.threshold)
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One (row, fold) to train, as a task (``vent.execution``): the trainer's job and what its ``result.json``
+    records beside the trainer's own facts. Plain, picklable data built by the driver."""
+
+    job: Any  # vent.models.jobs.FoldJob
+    identity: dict[str, Any]
+    length: dict[str, int]
+    threshold_setting: Any
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.row} fold {self.job.fold.index}"
+
+
+def train_fold_task(task: FoldTask, progress: Any) -> dict[str, Any]:
+    """Task function: train one (row, fold) through its registry trainer, write the test patients' predictions and
+    ``result.json`` (last). Returns ``{"result": its content, "summary": one line for the log}``."""
+    from vent.execution.threads import task_threads
+
+    job = task.job
+    spec = get_spec(job.model)
+    threads = task_threads(job.execution)
+    if threads is not None and spec.learns:
+        import torch
+
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    outcome = spec.train_fold()(job, progress)
+    for prediction in outcome.predictions:
+        write_prediction(layout.prediction_file(job.run_dir, job.row, prediction.case_id), prediction)
+    result = {
+        "stamp": fingerprint_of(task.identity, {}),
+        "identity": task.identity,
+        "length": task.length,
+        "threshold_setting": task.threshold_setting,
+        "threshold": outcome.threshold,
+        "test": list(job.fold.test),
+        "files": _fold_files(job.run_dir, job.row, job.fold.index),
+        "seconds": time.perf_counter() - started,  # this (row, fold) end to end: trainer and prediction files
+        **outcome.record,
+    }
+    write_fold_result(job.run_dir, job.row, job.fold.index, result)
+    return {"result": result, "summary": outcome.summary}
+
+
+def _register_cases(ctx: RunContext, tasks: list[FoldTask]) -> Any:
+    """The registrations the CT-ventilation folds among ``tasks`` read, as one task per (setting, case) (cached
+    ones return at once): two rows or folds never register one case twice, and the folds then read the cache."""
+    from vent.baselines.ctvi import RegistrationJob, register_case_job, registration_key
+    from vent.execution import run_tasks
+
+    jobs: dict[tuple[str, str], RegistrationJob] = {}
+    for task in tasks:
+        if get_spec(task.job.model).family == "registration":
+            params = ctx.config.train.model_params(task.job.model)
+            for case in task.job.fold.test:
+                jobs.setdefault((registration_key(params), case),
+                                RegistrationJob(ctx.run_dir, case, params, ctx.config.execution))
+    return run_tasks(ctx.config.execution, register_case_job, list(jobs.values()), ctx.progress)
 
 
 def model_card(
@@ -288,8 +371,38 @@ def model_card(
     }
 
 
-def _predictions_exist(run_dir: Path, row: str, fold: Fold) -> bool:
-    return all(layout.prediction_file(run_dir, row, case).is_file() for case in fold.test)
+def _fold_files(run_dir: Path, row: str, fold: int) -> list[str]:
+    """The trainer's files of a fold (``model.pt``, ``checkpoint.pt``, ...), recorded in its ``result.json``."""
+    folder = layout.fold_dir(run_dir, row, fold)
+    return sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def _fold_outputs(run_dir: Path, row: str, fold: Fold, result: dict[str, Any]) -> dict[str, str]:
+    """A fold's files for the stage manifest (each verified when the stage is planned): result.json holding the
+    fold's stamp, the trainer's files and the test patients' predictions."""
+    train_dir = layout.stage_dir(run_dir, "train")
+    folder = layout.fold_dir(run_dir, row, fold.index).relative_to(train_dir)
+    outputs = {f"{folder}/result.json": result["stamp"]}
+    outputs.update({f"{folder}/{name}": "trainer file" for name in result.get("files", [])})
+    for case in fold.test:
+        outputs[str(layout.prediction_file(run_dir, row, case).relative_to(train_dir))] = f"{row} prediction"
+    return outputs
+
+
+def _fold_files_problem(run_dir: Path, row: str, fold: Fold, result: dict[str, Any]) -> str | None:
+    """Why a fold whose settings are current must still be trained again: a recorded file or a test patient's
+    prediction that is missing or not what was written (``vent.io.seals``); None when every one verifies."""
+    from vent.io.seals import verify_artifact
+
+    folder = layout.fold_dir(run_dir, row, fold.index)
+    if "files" not in result:
+        return "its result.json lists no files (written by an older vent)"
+    checks = [(folder / name, None) for name in [*result["files"], "result.json"]]
+    checks += [(layout.prediction_file(run_dir, row, case), case) for case in fold.test]
+    for path, case in checks:
+        if (reason := verify_artifact(path, case_id=case)) is not None:
+            return f"{path.relative_to(run_dir)} {reason}"
+    return None
 
 
 def _set_threads(config: Any) -> None:

@@ -122,7 +122,7 @@ def _export_subject(files: SubjectFiles, folder: Path, layout: str, modality: st
 def _write_nifti(source: Path, target: Path) -> Path:
     """Copy an image file into NIfTI (voxels and pixel type kept; NIfTI stores the geometry as float32)."""
     image = sitk.ReadImage(str(source))
-    with atomic_path(target) as temporary:
+    with atomic_path(target, seal=False) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=True)
     return target
 
@@ -152,7 +152,7 @@ def _write_manifest_yaml(path: Path, subjects: list[SubjectFiles]) -> Path:
             if file is not None:
                 entry[key] = shown(file)
         cases.append(entry)
-    write_text(path, yaml.safe_dump({"cases": cases}, sort_keys=False))
+    write_text(path, yaml.safe_dump({"cases": cases}, sort_keys=False), seal=False)
     return path
 
 

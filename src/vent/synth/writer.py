@@ -48,7 +48,7 @@ def subject_folder_name(index: int) -> str:
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)`` then rename the temporary file to ``path`` (``vent.io.atomic``)."""
-    with atomic_path(path) as temporary:
+    with atomic_path(path, seal=False) as temporary:
         write(temporary)
 
 

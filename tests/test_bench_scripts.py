@@ -1,0 +1,34 @@
+"""The prepared benchmarks run end to end on a CPU with tiny sizes: scripts/bench_gpu.py --quick (the GPU check,
+ready for a GPU machine) and scripts/bench_memory.py with a tiny store (its figures are measured by hand)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def test_bench_gpu_quick_runs_on_cpu_and_records_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench_gpu.json"
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--quick", "--device", "cpu", "--out",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["radiomics"]["equal_within_tolerance"], figures["radiomics"]
+    assert figures["training"]["best_samples_per_s"] > 0 and figures["training"]["runs"][0]["precision"] == "float32"
+    assert figures["training"]["loader_staged_samples_per_s"] > 0 and figures["saliency"]["voxels_per_s"] > 0
+    assert "record:" in done.stdout and "samples/s" in done.stdout
+
+
+def test_bench_memory_tiny_store_stays_under_its_bound(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_memory.py"), "--store-gb", "0.01", "--bound-gb", "3", "--budget-gb",
+         "0.01", "0.000001", "--cases", "4", "--explain-voxels", "4", "--explain-max-steps", "8", "--keep",
+         str(tmp_path / "store")], capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "held in ram" in done.stdout and "held in mapped_file" in done.stdout
+    assert "every peak is under the bound" in done.stdout
