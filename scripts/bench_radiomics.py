@@ -1,7 +1,8 @@
 """Benchmark voxel-wise radiomic filtering: a full-size 10-phase patient, real CT vs synthetic, vs pyradiomics.
 
 Usage:
-    python scripts/bench_radiomics.py [--crop-voxels 300] [--full/--no-full] [--real/--no-real] [--workers 2]
+    python scripts/bench_radiomics.py [--crop-voxels 300] [--full/--no-full] [--full-source synthetic|real]
+                                      [--real/--no-real] [--workers 2]
                                       [--cache-dir DIR] [--max-voxels N] [--real-centres 4096] [--repeats 5]
                                       [--compare-rev REV]
 
@@ -124,7 +125,7 @@ def prepare_full_patient(cache_dir: Path) -> Path:
     return arrays
 
 
-def run_full_patient(arrays: Path, workers: int, max_voxels: int | None) -> dict[str, float]:
+def run_full_patient(arrays: Path, workers: int, max_voxels: int | None, label: str) -> dict[str, float]:
     """All phases of all lung voxels with the stage's call pattern; returns the measured figures."""
     from vent.radiomics import FilterSettings, compute_voxel_features, discretise
 
@@ -137,7 +138,7 @@ def run_full_patient(arrays: Path, workers: int, max_voxels: int | None) -> dict
         coords = coords[:max_voxels]
     n_phases = ct_tzyx.shape[0]
     settings = FilterSettings(kernel_voxels=13, bin_count=64, backend="numba", n_workers=workers)
-    print(f"full-size patient: synthetic spect/full Subject_01, grid {lung.shape}, {int(lung.sum())} lung voxels "
+    print(f"full-size patient: {label}, grid {lung.shape}, {int(lung.sum())} lung voxels "
           f"({len(coords)} computed), {n_phases} phases, {workers} workers", flush=True)
     greys = [discretise(ct_tzyx[t], phase_masks[t], bin_count=64) for t in range(n_phases)]
     t_start = time.perf_counter()
@@ -162,13 +163,22 @@ def run_full_patient(arrays: Path, workers: int, max_voxels: int | None) -> dict
             "vm_hwm_gb": _vm_hwm_gb()}
 
 
-def bench_full(workers: int, cache_dir: Path, max_voxels: int | None) -> None:
+FULL_SOURCES = {
+    "synthetic": ("prepare", "spect_full_subject01_preprocessed.npz", "synthetic spect/full Subject_01"),
+    "real": ("prepare-real", "lung1_001_semireal_full_preprocessed.npz", "real CT LUNG1-001 made to breathe"),
+}
+"""``--full-source``: the child that prepares the patient, its cached arrays and its label."""
+
+
+def bench_full(workers: int, cache_dir: Path, max_voxels: int | None, source: str = "synthetic") -> None:
     """Prepare the patient in one child process and time it in another (so each peak RSS is its own)."""
     script = str(Path(__file__).resolve())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, script, "--child", "prepare", "--cache-dir", str(cache_dir)], check=True)
-    arrays = cache_dir / "spect_full_subject01_preprocessed.npz"
-    command = [sys.executable, script, "--child", "run", "--cache-dir", str(cache_dir), "--workers", str(workers)]
+    prepare, name, _ = FULL_SOURCES[source]
+    subprocess.run([sys.executable, script, "--child", prepare, "--cache-dir", str(cache_dir)], check=True)
+    arrays = cache_dir / name
+    command = [sys.executable, script, "--child", "run", "--cache-dir", str(cache_dir), "--workers", str(workers),
+               "--full-source", source]
     if max_voxels is not None:
         command += ["--max-voxels", str(max_voxels)]
     result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
@@ -380,6 +390,8 @@ def main() -> None:
     parser.add_argument("--real-centres", type=int, default=4096, help="lung centres per patient in the real part")
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs per timing in the real part (min)")
     parser.add_argument("--compare-rev", default=None, help="also time this git revision's engine (before/after)")
+    parser.add_argument("--full-source", choices=tuple(FULL_SOURCES), default="synthetic",
+                        help="the full patient: the synthetic SPECT-like one, or LUNG1-001 made to breathe (10 phases)")
     parser.add_argument("--child", choices=("prepare", "prepare-real", "run"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "prepare":
@@ -389,14 +401,14 @@ def main() -> None:
         prepare_real_patient(args.cache_dir)
         return
     if args.child == "run":
-        figures = run_full_patient(args.cache_dir / "spect_full_subject01_preprocessed.npz", args.workers,
-                                   args.max_voxels)
+        _, name, label = FULL_SOURCES[args.full_source]
+        figures = run_full_patient(args.cache_dir / name, args.workers, args.max_voxels, label)
         print(json.dumps(figures))
         return
     # the full patient first: its child process must start from a small parent (ru_maxrss survives fork + exec,
     # and the pyradiomics crop makes this process several GB)
     if args.full:
-        bench_full(args.workers, args.cache_dir, args.max_voxels)
+        bench_full(args.workers, args.cache_dir, args.max_voxels, args.full_source)
     if args.real:
         bench_real(args.workers, args.cache_dir, args.real_centres, args.repeats, args.compare_rev)
     if args.crop:

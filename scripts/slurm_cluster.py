@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def make_cluster(args: argparse.Namespace):
     """The SLURMCluster (scheduler started, no job submitted yet)."""
-    from dask_jobqueue import SLURMCluster
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        sys.exit("scripts/slurm_cluster.py needs dask-jobqueue: pip install -e '.[cluster]'")
 
     return SLURMCluster(
         cores=args.cores,
