@@ -52,3 +52,17 @@ def write_phantom_subject(folder: Path, n_phases: int = 3, seed: int = 0, refvi_
     sitk.WriteImage(_image(vent, v_spacing, v_origin), str(folder / "GT" / "VentImage.mha"))
     sitk.WriteImage(_image(v_lung.astype(np.uint8), v_spacing, v_origin), str(folder / "GT" / "VentMask.mha"))
     return {"spacing": spacing, "origin": origin, "n_phases": n_phases}
+
+
+def rewrite_image(path: Path, change_array=None, **geometry) -> None:
+    """Rewrite an image in place (uncompressed) with its voxels and/or geometry (Spacing=..., Origin=...) changed."""
+    image = sitk.ReadImage(str(path))
+    if change_array is not None:
+        new = sitk.GetImageFromArray(change_array(sitk.GetArrayFromImage(image)))
+        new.SetSpacing(image.GetSpacing())
+        new.SetOrigin(image.GetOrigin())
+        new.SetDirection(image.GetDirection())
+        image = new
+    for key, value in geometry.items():
+        getattr(image, f"Set{key}")(value)
+    sitk.WriteImage(image, str(path), useCompression=False)

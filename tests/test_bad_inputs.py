@@ -26,6 +26,7 @@ import SimpleITK as sitk
 import yaml
 from typer.testing import CliRunner
 
+from phantoms import rewrite_image
 from tinyrun import TINY, merge
 from vent.cli import app
 
@@ -87,20 +88,6 @@ class Row:
 # ---- making bad inputs
 
 
-def _rewrite(path: Path, change_array=None, **geometry) -> None:
-    """Rewrite an image in place (uncompressed) with its voxels and/or geometry (Spacing=..., Origin=...) changed."""
-    image = sitk.ReadImage(str(path))
-    if change_array is not None:
-        new = sitk.GetImageFromArray(change_array(sitk.GetArrayFromImage(image)))
-        new.SetSpacing(image.GetSpacing())
-        new.SetOrigin(image.GetOrigin())
-        new.SetDirection(image.GetDirection())
-        image = new
-    for key, value in geometry.items():
-        getattr(image, f"Set{key}")(value)
-    sitk.WriteImage(image, str(path), useCompression=False)
-
-
 def _float_with(value: float):
     def change(a):
         out = a.astype(np.float32)
@@ -112,7 +99,7 @@ def _float_with(value: float):
 
 def _shift(path: Path, mm: float) -> None:
     origin = sitk.ReadImage(str(path)).GetOrigin()
-    _rewrite(path, Origin=(origin[0] + mm, origin[1], origin[2]))
+    rewrite_image(path, Origin=(origin[0] + mm, origin[1], origin[2]))
 
 
 def _keep_phases(ct: Path, n: int) -> None:
@@ -122,7 +109,7 @@ def _keep_phases(ct: Path, n: int) -> None:
 
 
 def _truncate(path: Path) -> None:
-    _rewrite(path)
+    rewrite_image(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
@@ -276,37 +263,37 @@ ROWS: dict[str, Row] = {
         _then(lambda c: (c.ct() / "PhaseImage_03.mha").write_bytes(b"not an image")), P3, EXPORT, 1),
     "truncated mha": Row(_then(lambda c: _truncate(c.ct() / "PhaseImage_03.mha")), P3, EXPORT, 1),
     "phase of another size": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", lambda a: np.concatenate([a, a[-1:]]))),
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", lambda a: np.concatenate([a, a[-1:]]))),
         rf"{P3}.*size", EXPORT, 1),
     "phase of another spacing": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", Spacing=(1.5, 1.5, 5.0))),
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", Spacing=(1.5, 1.5, 5.0))),
         rf"{P3}.*spacing", EXPORT, 1),
     "phase of another direction": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", Direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))),
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", Direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))),
         rf"{P3}.*direction", EXPORT, 1),
     "mask off the image grid": Row(
         _then(lambda c: _shift(c.ct() / "PhaseMask_02.mha", 12.0)), rf"{M2}.*origin", EXPORT, 1),
     "mask missing for one phase": Row(
         _then(lambda c: (c.ct() / "PhaseMask_02.mha").unlink()), M2, r"give a mask for every phase", 1),
     "empty mask": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseMask_02.mha", np.zeros_like)), rf"{M2} is empty", EXCLUDE, 1),
+        _then(lambda c: rewrite_image(c.ct() / "PhaseMask_02.mha", np.zeros_like)), rf"{M2} is empty", EXCLUDE, 1),
     "non-binary mask": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseMask_02.mha", lambda a: (a * 7).astype(np.uint8))),
+        _then(lambda c: rewrite_image(c.ct() / "PhaseMask_02.mha", lambda a: (a * 7).astype(np.uint8))),
         rf"{M2} holds the values 0, 7", r"0/1 mask", 1),
     "NaN voxels": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", _float_with(np.nan))), rf"{P3}.*NaN",
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", _float_with(np.nan))), rf"{P3}.*NaN",
         rf"fix or mask them|{EXCLUDE}", 1),
     "infinite voxels": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", _float_with(np.inf))), rf"{P3}.*infinite",
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", _float_with(np.inf))), rf"{P3}.*infinite",
         rf"fix or mask them|{EXCLUDE}", 1),
     "HU outside any plausible range": Row(
-        _then(lambda c: [_rewrite(p, lambda a: a + 6000) for p in c.ct().glob("*Image*")]),
+        _then(lambda c: [rewrite_image(p, lambda a: a + 6000) for p in c.ct().glob("*Image*")]),
         r"Subject_01/CT/\w+\.mha.*HU", r"rescale slope and intercept", 1),
     "RefVI missing": Row(
         _then(lambda c: (c.gt() / "VentImage.mha").unlink()), r"Subject_01/GT/VentImage\.mha",
         rf"add it|{EXCLUDE}", 1),
     "RefVI all zeros": Row(
-        _then(lambda c: _rewrite(c.gt() / "VentImage.mha", np.zeros_like)),
+        _then(lambda c: rewrite_image(c.gt() / "VentImage.mha", np.zeros_like)),
         r"Subject_01/GT/VentImage\.mha.*all zeros", r"export it again", 1),
     "RefVI outside the lung": Row(
         _then(lambda c: [_shift(c.gt() / name, 300.0) for name in ("VentImage.mha", "VentMask.mha")]),
@@ -334,7 +321,8 @@ ROWS: dict[str, Row] = {
     "DICOM folder with two series": Row(
         _dicom_two_series, r"dicom/phase_01 holds 2 DICOM series", r"put each series in its own folder", 1),
     "a phase changed after preprocess finished": Row(
-        _then(lambda c: _rewrite(c.ct() / "PhaseImage_03.mha", Spacing=(1.5, 1.5, 5.0))), rf"{P3}.*spacing", EXPORT,
+        _then(lambda c: rewrite_image(c.ct() / "PhaseImage_03.mha", Spacing=(1.5, 1.5, 5.0))), rf"{P3}.*spacing",
+        EXPORT,
         1, after=True, own_data=True,
         # the stage's inputs changed, so it re-runs: the runner withdraws its manifest before the stage's own checks
         # refuse the phase (the case files stay); `vent status` then says "incomplete" instead of "stale"

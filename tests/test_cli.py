@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
+from phantoms import rewrite_image
 from vent import __version__
 from vent.cli import app
 
@@ -126,22 +127,8 @@ def synthetic_cohort(tmp_path_factory):
     return root
 
 
-def _rewrite(path, change_array=None, **geometry):
-    """Rewrite an image in place (uncompressed) with its array and/or geometry changed."""
-    image = sitk.ReadImage(str(path))
-    if change_array is not None:
-        new = sitk.GetImageFromArray(change_array(sitk.GetArrayFromImage(image)))
-        new.SetSpacing(image.GetSpacing())
-        new.SetOrigin(image.GetOrigin())
-        new.SetDirection(image.GetDirection())
-        image = new
-    for key, value in geometry.items():
-        getattr(image, f"Set{key}")(value)
-    sitk.WriteImage(image, str(path), useCompression=False)
-
-
 def _truncate(path):
-    _rewrite(path)
+    rewrite_image(path)
     path.write_bytes(path.read_bytes()[:-200])
 
 
@@ -155,19 +142,19 @@ P3 = "Subject_02/CT/PhaseImage_03.mha"
 M2 = "Subject_02/CT/PhaseMask_02.mha"
 BAD_INPUTS = {
     "other size": (
-        lambda r: _rewrite(r / P3, lambda a: np.concatenate([a, a[-1:]])),
+        lambda r: rewrite_image(r / P3, lambda a: np.concatenate([a, a[-1:]])),
         [P3, "does not share the geometry", "size", "export the file again"],
     ),
     "other spacing": (
-        lambda r: _rewrite(r / P3, Spacing=(1.2, 1.07, 5.0)),
+        lambda r: rewrite_image(r / P3, Spacing=(1.2, 1.07, 5.0)),
         [P3, "spacing", "export the file again"],
     ),
     "other origin": (
-        lambda r: _rewrite(r / P3, Origin=(15.0, 0.0, 0.0)),
+        lambda r: rewrite_image(r / P3, Origin=(15.0, 0.0, 0.0)),
         [P3, "origin", "export the file again"],
     ),
     "flipped direction": (
-        lambda r: _rewrite(r / P3, Direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
+        lambda r: rewrite_image(r / P3, Direction=(-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
         [P3, "direction", "export the file again"],
     ),
     "truncated mha": (lambda r: _truncate(r / P3), [P3, "truncated", "again"]),
@@ -186,11 +173,13 @@ BAD_INPUTS = {
     "one phase": (lambda r: _keep_phases(r, 1), ["Subject_01/CT holds 1 phase image", "at least 3", "data.exclude"]),
     "two phases": (lambda r: _keep_phases(r, 2), ["Subject_01/CT holds 2 phase image", "at least 3", "data.exclude"]),
     "HU +5000 everywhere": (
-        lambda r: [_rewrite(p, lambda a: np.full_like(a, 5000)) for p in (r / "Subject_02" / "CT").glob("*Image*")],
+        lambda r: [
+            rewrite_image(p, lambda a: np.full_like(a, 5000)) for p in (r / "Subject_02" / "CT").glob("*Image*")
+        ],
         ["Subject_02/CT/", "5000 HU", "Hounsfield", "data.exclude"],
     ),
     "mask labels 0..5": (
-        lambda r: _rewrite(r / M2, lambda a: (np.arange(a.size).reshape(a.shape) % 6).astype(np.uint8)),
+        lambda r: rewrite_image(r / M2, lambda a: (np.arange(a.size).reshape(a.shape) % 6).astype(np.uint8)),
         [M2, "0, 1, 2, 3, 4, 5", "0/1 mask", "data.exclude"],
     ),
 }
@@ -226,7 +215,7 @@ def test_left_right_labels_are_read_as_lung_with_a_warning(tmp_path, synthetic_c
     root = tmp_path / "study"
     shutil.copytree(synthetic_cohort, root)
     mask = root / "Subject_01" / "CT" / "PhaseMask_01.mha"
-    _rewrite(mask, lambda a: (a * np.where(np.arange(a.shape[2]) < a.shape[2] // 2, 1, 2)).astype(np.uint8))
+    rewrite_image(mask, lambda a: (a * np.where(np.arange(a.shape[2]) < a.shape[2] // 2, 1, 2)).astype(np.uint8))
     result = runner.invoke(app, ["validate", str(_config(tmp_path, root))])
     assert result.exit_code == 0, result.output
     assert "PhaseMask_01.mha holds labels 0/1/2" in " ".join(result.output.split())
@@ -249,7 +238,6 @@ def test_synth_from_ct_needs_a_lung_mask_and_existing_files(tmp_path):
 
 def test_synth_from_ct_names_a_mask_off_the_ct_grid(tmp_path):
     import numpy as np
-    import SimpleITK as sitk
     from typer.testing import CliRunner
 
     from vent.cli import app
