@@ -64,14 +64,13 @@ def run_to_end(config: Path, run_dir: Path, timeout_s: float = 1800) -> str:
 def writes_by_stage(reference: Path) -> dict[str, list[str]]:
     """``{stage: the files it wrote, relative to the run folder}`` of a finished run (its sealed files), stages in the
     order they ran (their manifests' start times)."""
-    from vent.io.seals import SEAL_SUFFIX
+    from vent.io.seals import sealed_files
 
     manifests = reference.glob("*/manifest.json")
     started = {m.parent.name: json.loads(m.read_text())["provenance"]["started"] for m in manifests}
     out: dict[str, list[str]] = {}
     for stage in sorted(started, key=started.get):
-        seals = sorted((reference / stage).rglob(f"*{SEAL_SUFFIX}"))
-        out[stage] = [str(s.with_name(s.name[1 : -len(SEAL_SUFFIX)]).relative_to(reference)) for s in seals]
+        out[stage] = [str(path.relative_to(reference)) for path in sealed_files(reference / stage)]
     return out
 
 
@@ -89,15 +88,14 @@ def kill_while_writing(config: Path, run_dir: Path, rel: str, moment: str, timeo
 
 def partial_files_taken_as_complete(run_dir: Path) -> list[str]:
     """Outputs a manifest lists, and sealed files, that do not verify (each would be a torn file taken as done)."""
-    from vent.io.seals import SEAL_SUFFIX, verify_artifact
+    from vent.io.seals import sealed_files, verify_artifact
 
     problems = []
     for manifest in sorted(run_dir.glob("*/manifest.json")):
         for rel in json.loads(manifest.read_text()).get("outputs", {}):
             if (reason := verify_artifact(manifest.parent / rel)) is not None:
                 problems.append(f"{manifest.parent.name}/{rel} is listed as done but {reason}")
-    for seal in sorted(run_dir.rglob(f"*{SEAL_SUFFIX}")):
-        artifact = seal.with_name(seal.name[1 : -len(SEAL_SUFFIX)])
+    for artifact in sealed_files(run_dir):
         if artifact.exists() and (reason := verify_artifact(artifact)) is not None:
             problems.append(f"{artifact.relative_to(run_dir)} is sealed but {reason}")
     return problems

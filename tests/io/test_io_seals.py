@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 
 from vent.io.atomic import atomic_path, write_json
-from vent.io.seals import read_seal, seal_path, verify_artifact
+from vent.io.seals import read_seal, seal_path, sealed_files, verify_artifact
 
 
 def _case_file(path, case_id):
@@ -61,3 +61,10 @@ def test_missing_file_and_missing_seal(tmp_path):
     target = write_json(tmp_path / "a.json", {"v": 1})
     seal_path(target).write_text("{broken")
     assert "no content seal" in verify_artifact(target)
+
+
+def test_sealed_files_lists_what_was_written_with_a_seal(tmp_path):
+    write_json(tmp_path / "a.json", {"v": 1})
+    _case_file(tmp_path / "sub" / "B.h5", "B")
+    (tmp_path / "plain.txt").write_text("no seal")
+    assert sealed_files(tmp_path) == [tmp_path / "a.json", tmp_path / "sub" / "B.h5"]

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["seal_file", "seal_path", "verify_artifact", "SEAL_SUFFIX"]
+__all__ = ["seal_file", "seal_path", "sealed_files", "verify_artifact", "SEAL_SUFFIX"]
 
 SEAL_SUFFIX = ".seal.json"
 SEAL_FORMAT = 1
@@ -35,6 +35,12 @@ def seal_path(path: Path) -> Path:
     """Where the seal of ``path`` lives: ``.<name>.seal.json`` beside it (hidden, like the temporaries)."""
     path = Path(path)
     return path.with_name(f".{path.name}{SEAL_SUFFIX}")
+
+
+def sealed_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` that has a seal (whether or not it still verifies), in path order."""
+    seals = sorted(Path(folder).rglob(f".*{SEAL_SUFFIX}"))
+    return [seal.with_name(seal.name[1 : -len(SEAL_SUFFIX)]) for seal in seals]
 
 
 def _stat_key(path: Path) -> list[int]:
