@@ -74,8 +74,9 @@ def test_lungmask_labels_become_a_lung_mask_on_the_ct_grid(monkeypatch, tiny_dat
             return truth[0].astype(np.uint8) * 2
 
     monkeypatch.setitem(sys.modules, "lungmask", types.SimpleNamespace(LMInferer=Inferer))
-    mask = SEGMENTERS["lungmask"](images[0], SegmentationConfig(backend="lungmask"))
+    mask, facts = SEGMENTERS["lungmask"](images[0], SegmentationConfig(backend="lungmask"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask) > 0, truth[0])
+    assert facts["lungs_found"] == 1 and "one lung only" in facts["warning"]  # label 2 only: the left lung
     assert mask.GetOrigin() == images[0].GetOrigin() and mask.GetDirection() == images[0].GetDirection()
 
 

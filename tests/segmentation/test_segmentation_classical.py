@@ -1,5 +1,6 @@
 """Classical lung segmentation: Dice per lung against the expert masks of the real CT LUNG1-001 (threshold 0.95, the
-issue's target), airways removed, left/right by anatomy whatever the direction matrix, touching lungs split."""
+issue's target), airways removed, left/right by anatomy whatever the direction matrix, touching lungs split, a single
+lung kept on its side."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from vent.config import SegmentationConfig
 from vent.errors import DataError
-from vent.segmentation import segment_lungs
+from vent.segmentation import segment_case, segment_lungs
 
 LUNG1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "lung_ct" / "lung1-001"
 DICE_THRESHOLD = 0.95
@@ -86,3 +88,35 @@ def test_an_image_without_air_is_refused() -> None:
     image = sitk.GetImageFromArray(np.full((10, 20, 20), 40.0, np.float32))
     with pytest.raises(DataError, match="no air inside the body"):
         segment_lungs(image)
+
+
+def test_a_ct_with_one_lung_gives_that_lung_and_an_empty_other_side(lung1) -> None:
+    """LUNG1-001 with its right lung filled with soft tissue (as after a right pneumonectomy): the left lung matches
+    its expert mask, the right mask is empty, and the facts say so; before, this was split into two 'lungs'."""
+    ct, expert, _ = lung1
+    array = sitk.GetArrayFromImage(ct).astype(np.float32)
+    array[expert["right"]] = 40.0
+    one_lung = sitk.GetImageFromArray(array)
+    one_lung.CopyInformation(ct)
+    result = segment_lungs(one_lung)
+    left, right = (sitk.GetArrayFromImage(getattr(result, s)) > 0 for s in ("left", "right"))
+    assert _dice(left, expert["left"]) >= DICE_THRESHOLD and not right.any()
+    assert result.facts["lungs_found"] == 1 and not result.facts["lungs_touched"]
+    assert "only the left lung" in result.facts["warning"]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_single_lung_is_labelled_by_its_side_of_the_midline(side) -> None:
+    ct = sitk.GetArrayFromImage(_phantom(gap_voxels=8))
+    # identity direction: +x is the patient's left, so the lung at high x is the left one; the other becomes tissue
+    ct[4:34, 16:48, 12:40] = ct[4:34, 16:48, 12:40] if side == "right" else 40.0
+    ct[4:34, 16:48, 40:68] = ct[4:34, 16:48, 40:68] if side == "left" else 40.0
+    image = sitk.GetImageFromArray(ct)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    result = segment_lungs(image)
+    kept, empty = (side, "right") if side == "left" else (side, "left")
+    assert sitk.GetArrayFromImage(getattr(result, kept)).sum() > 10_000
+    assert not sitk.GetArrayFromImage(getattr(result, empty)).any()
+    masks, facts = segment_case([image], None, SegmentationConfig(mode="per_phase"), ["phase_1.mha"])
+    assert facts["lungs_found"] == [1]
+    assert facts["warnings"] == [f"phase_1.mha: {result.facts['warning']}"]

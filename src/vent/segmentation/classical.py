@@ -11,11 +11,13 @@ CT images", IEEE TMI 20(6), 2001, and the usual variants of it):
    steps of ``AIRWAY_STEP_HU`` from -950 until the grown volume more than doubles in one step (a leak into the
    parenchyma): the last bound before the leak gives the trachea and main bronchi, which are removed (dilated by one
    voxel).
-4. **Two lungs**: the two largest 3D components of what is left. When the lungs touch (the second is below
-   ``MIN_SECOND_LUNG_SHARE`` of the first), the largest is eroded until it falls apart into two cores and every voxel
-   is given to its nearest core.
+4. **Two lungs**: the two largest 3D components of what is left. When there is one (the second is below
+   ``MIN_SECOND_LUNG_SHARE`` of the first), it is one lung if at most ``ONE_LUNG_MAX_ACROSS_MIDLINE`` of it lies on
+   the other side of the body's mid-sagittal plane (a pneumonectomy, a collapsed lung, a scan of one side); else the
+   lungs touch, and it is eroded until it falls apart into two cores and every voxel is given to its nearest core.
 5. **Left and right** by the physical x of each lung's centroid (LPS: +x is the patient's left), so a flipped or
-   oblique direction matrix labels them right.
+   oblique direction matrix labels them right; a single lung by the side of the body's midline it lies on, the
+   other mask is empty and ``facts`` says so (``lungs_found``, ``warning``).
 6. **Vessels and smoothing**: per lung a closing with a ball of ``closing_mm``, then holes filled per axial slice,
    kept inside the body.
 
@@ -49,6 +51,10 @@ AIRWAY_MAX_UPPER_HU = -700.0
 
 MIN_SECOND_LUNG_SHARE = 0.2
 """The second-largest air component is a lung when it holds at least this share of the largest one's voxels."""
+
+ONE_LUNG_MAX_ACROSS_MIDLINE = 0.15
+"""A single air component is one lung when at most this share of its voxels lies across the body's midline (two
+touching lungs straddle it about half and half; a remaining lung after pneumonectomy herniates across it a little)."""
 
 MAX_SPLIT_EROSIONS = 12
 """Most one-voxel erosions tried to separate lungs that touch."""
@@ -180,6 +186,13 @@ def split_touching_lungs(lung_zyx: np.ndarray, reference: sitk.Image) -> tuple[n
     return lung_zyx & (assigned == 1), lung_zyx & (assigned == 2)
 
 
+def share_left_of_midline(lung_zyx: np.ndarray, body_zyx: np.ndarray) -> float:
+    """Share of the lung's voxels on the patient's left of the body's mid-sagittal plane (the plane through the body
+    centroid, normal to x), for arrays of an LPS-oriented image (x index up = physical x up = the patient's left)."""
+    body_x = np.nonzero(body_zyx)[2].mean()
+    return float((np.nonzero(lung_zyx)[2] > body_x).mean())
+
+
 def _physical_x(mask_zyx: np.ndarray, reference: sitk.Image) -> float:
     centroid_zyx = np.argwhere(mask_zyx).mean(axis=0)
     return reference.TransformContinuousIndexToPhysicalPoint([float(c) for c in centroid_zyx[::-1]])[0]
@@ -222,10 +235,23 @@ def segment_lungs(ct: sitk.Image, settings: LungSegmentationSettings | None = No
     if lungs is None:
         raise DataError("no air inside the body: no lung to segment (is this a chest CT in HU?)")
     first, second = lungs
-    facts["lungs_touched"] = not second.any()
+    facts["lungs_touched"] = False
+    facts["lungs_found"] = 2
+    single_side = None
     if not second.any():
-        first, second = split_touching_lungs(first, oriented)
-    if _physical_x(first, oriented) > _physical_x(second, oriented):
+        share_left = share_left_of_midline(first, body)
+        if min(share_left, 1.0 - share_left) <= ONE_LUNG_MAX_ACROSS_MIDLINE:
+            single_side = "left" if share_left > 0.5 else "right"
+            facts["lungs_found"] = 1
+            facts["warning"] = (f"only the {single_side} lung was found ({100 * max(share_left, 1 - share_left):.0f}% "
+                                f"of the lung air lies on the {single_side} of the body's midline); the other lung's "
+                                "mask is empty")
+        else:
+            facts["lungs_touched"] = True
+            first, second = split_touching_lungs(first, oriented)
+    if single_side is not None:
+        left, right = (first, second) if single_side == "left" else (second, first)
+    elif _physical_x(first, oriented) > _physical_x(second, oriented):
         left, right = first, second
     else:
         left, right = second, first
