@@ -186,7 +186,7 @@ def split_touching_lungs(lung_zyx: np.ndarray, reference: sitk.Image) -> tuple[n
     return lung_zyx & (assigned == 1), lung_zyx & (assigned == 2)
 
 
-def share_left_of_midline(lung_zyx: np.ndarray, body_zyx: np.ndarray) -> float:
+def _share_left_of_midline(lung_zyx: np.ndarray, body_zyx: np.ndarray) -> float:
     """Share of the lung's voxels on the patient's left of the body's mid-sagittal plane (the plane through the body
     centroid, normal to x), for arrays of an LPS-oriented image (x index up = physical x up = the patient's left)."""
     body_x = np.nonzero(body_zyx)[2].mean()
@@ -239,7 +239,7 @@ def segment_lungs(ct: sitk.Image, settings: LungSegmentationSettings | None = No
     facts["lungs_found"] = 2
     single_side = None
     if not second.any():
-        share_left = share_left_of_midline(first, body)
+        share_left = _share_left_of_midline(first, body)
         if min(share_left, 1.0 - share_left) <= ONE_LUNG_MAX_ACROSS_MIDLINE:
             single_side = "left" if share_left > 0.5 else "right"
             facts["lungs_found"] = 1
