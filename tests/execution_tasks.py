@@ -19,6 +19,7 @@ class WriteJob:
     path: Path
     value: int
     fail: bool = False
+    seconds: float = 0.0  # how long the task works (sleeps) before it writes
 
     @property
     def label(self) -> str:
@@ -27,14 +28,18 @@ class WriteJob:
 
 def write_value(job: WriteJob, progress: Any) -> dict[str, Any]:
     """Task function: the job's file, or its DataError; returns the value, the process and its thread budget."""
+    import time
+
     from vent.execution.threads import task_threads
 
+    started = time.time()
+    time.sleep(job.seconds)
     if job.fail:
         raise DataError("the input file is truncated")
     with atomic_path(job.path) as tmp:
         tmp.write_text(str(job.value))
     return {"value": job.value, "pid": os.getpid(), "threads": task_threads(_NoThreads()),
-            "omp": os.environ.get("OMP_NUM_THREADS")}
+            "omp": os.environ.get("OMP_NUM_THREADS"), "started": started, "finished": time.time()}
 
 
 class _NoThreads:

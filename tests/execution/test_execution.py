@@ -63,6 +63,29 @@ def test_every_backend_runs_every_task_once(tmp_path, backend) -> None:
 
 
 @pytest.mark.parametrize("backend", ["serial", "local", "dask"])
+def test_a_follow_up_runs_before_the_jobs_not_started_yet(tmp_path, backend) -> None:
+    """The radiomics merge of a case is a follow-up of its last phase: it must not wait behind every other phase."""
+    jobs = [WriteJob(tmp_path / f"phase_{i}.txt", i, seconds=0.3) for i in range(8)]
+    merge = WriteJob(tmp_path / "merge.txt", 100, seconds=0.3)
+
+    def follow_up(result):
+        return [merge] if result.job.value == 0 else []
+
+    execution = ExecutionConfig(backend=backend, workers=2, threads=1)
+    results = list(run_tasks(execution, write_value, jobs, NullProgress(), follow_up=follow_up))
+    assert sorted(r.value["value"] for r in results) == [*range(8), 100]
+    started = {r.job.value: r.value["started"] for r in results}
+    later = [v for v in range(8) if started[v] > started[100]]
+    if backend == "dask":  # the scheduler may already have sent each worker its next tasks
+        assert len(later) >= 2
+    else:  # handed out next: every job started after job 0 finished started after the merge
+        trigger_done = next(r.value["finished"] for r in results if r.job.value == 0)
+        after_trigger = [v for v in range(8) if started[v] > trigger_done]
+        assert after_trigger and set(after_trigger) <= set(later)
+    assert (tmp_path / "merge.txt").read_text() == "100"
+
+
+@pytest.mark.parametrize("backend", ["serial", "local", "dask"])
 def test_a_task_error_reaches_the_driver_with_its_label(tmp_path, backend) -> None:
     jobs = [WriteJob(tmp_path / "case_0.txt", 0), WriteJob(tmp_path / "broken.txt", 1, fail=True)]
     jobs += [WriteJob(tmp_path / f"case_{i}.txt", i) for i in (2, 3)]

@@ -20,7 +20,13 @@ The process pool and the LocalCluster are started at the first stage that needs 
 (:func:`close_pools`), so the stages of a run share warm workers.
 
 With the ``local`` backend, a stage with one task left (or ``workers: 1``) runs it in the driver: a pool would only
-add start-up time. Tasks are deterministic functions of their job, so every backend writes the same arrays
+add start-up time.
+
+A task may have follow-ups: ``run_tasks(..., follow_up=f)`` calls ``f(result)`` in the driver as each task finishes,
+and the jobs it returns run before any job not yet started (radiomics: the merge of a case once its last phase is
+done, so its per-phase files are merged and removed while the other cases' phases run). The ``local`` backend keeps
+only ``workers`` tasks in the pool and hands out the next one as a task finishes; ``dask`` submits follow-ups with a
+higher priority. Tasks are deterministic functions of their job, so every backend writes the same arrays
 (preprocessing and radiomics whatever the threads; training and registration with the same ``execution.threads``,
 as torch and elastix may round differently on another thread count).
 """
@@ -33,6 +39,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +93,13 @@ def plan_execution(execution: Any, n_jobs: int) -> ExecutionPlan:
     return ExecutionPlan("local", workers, execution.threads or max(1, cores // workers))
 
 
+FollowUp = Callable[[TaskResult], Sequence[Any]]
+"""Called in the driver with each finished task's result; returns the jobs that can run now because of it."""
+
+
 def run_tasks(
-    execution: Any, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], progress: Any
+    execution: Any, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], progress: Any,
+    follow_up: FollowUp | None = None,
 ) -> Iterator[TaskResult]:
     """Run ``fn(job, progress)`` for every job on the configured backend; yield the results in completion order.
 
@@ -97,6 +109,8 @@ def run_tasks(
             backend, a silent one in a worker).
         jobs: picklable job descriptions, each with a ``label`` (e.g. ``radiomics Subject_03``).
         progress: the driver's progress (``vent.runner.Progress``).
+        follow_up: jobs made runnable by a finished task (module docstring); they run before the jobs not started
+            yet, and their results are yielded like the others'.
 
     Raises:
         The task's exception with its label in the message (same type when it can be rebuilt, else
@@ -106,7 +120,11 @@ def run_tasks(
         return
     plan = plan_execution(execution, len(jobs))
     log.info("%d task(s) on %s (workers %s, threads per task %s)", len(jobs), plan.backend, plan.workers, plan.threads)
-    yield from EXECUTORS[plan.backend](plan, fn, list(jobs), progress)
+    yield from EXECUTORS[plan.backend](plan, fn, list(jobs), progress, follow_up or _no_follow_up)
+
+
+def _no_follow_up(result: TaskResult) -> Sequence[Any]:
+    return ()
 
 
 def execution_record(execution: Any, results: Sequence[TaskResult], wall_seconds: float, n_jobs: int) -> dict:
@@ -169,14 +187,18 @@ def _dask_worker_share() -> int:
         return available_cores()
 
 
-def _serial(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any) -> Iterator[TaskResult]:
-    for job in jobs:
+def _serial(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any, follow_up: FollowUp) -> Iterator[TaskResult]:
+    queue = deque(jobs)
+    while queue:
+        job = queue.popleft()
         started = time.perf_counter()
         try:
             value = fn(job, progress)
         except Exception as error:  # noqa: BLE001 - re-raised with the task's label
             _reraise(error, job.label)
-        yield TaskResult(job, value, time.perf_counter() - started, _worker_name())
+        result = TaskResult(job, value, time.perf_counter() - started, _worker_name())
+        queue.extendleft(reversed(list(follow_up(result))))
+        yield result
 
 
 _POOLS: dict[tuple[str, Any], Any] = {}
@@ -213,35 +235,50 @@ def _discard(key: tuple[str, Any]) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _local(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any) -> Iterator[TaskResult]:
+def _local(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any, follow_up: FollowUp) -> Iterator[TaskResult]:
+    """The process pool, fed ``plan.workers`` tasks at a time (follow-ups first), so a follow-up never waits behind
+    jobs submitted before it existed."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     key = ("local", plan.workers)
     spawn = multiprocessing.get_context("spawn")  # never fork a driver whose numba, torch or OpenMP threads run
     pool = _kept(key, lambda: ProcessPoolExecutor(plan.workers, mp_context=spawn))
-    futures = {pool.submit(_run_in_worker, fn, job, plan.threads): job for job in jobs}
+    queue = deque(jobs)
+    running: dict[Any, Any] = {}
+
+    def top_up() -> None:
+        while queue and len(running) < plan.workers:
+            job = queue.popleft()
+            running[pool.submit(_run_in_worker, fn, job, plan.threads)] = job
+
     finished = False
     try:
-        for future in as_completed(futures):
-            job = futures[future]
-            error = future.exception()
-            if error is not None:
-                for other in futures:
-                    other.cancel()
-                wait(futures)  # the running tasks finish and keep their files
-                if isinstance(error, BrokenProcessPool):
-                    _discard(key)
-                _reraise(error, job.label)
-            value, seconds, worker = future.result()
-            yield TaskResult(job, value, seconds, worker)
+        top_up()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            results = []
+            for future in [f for f in running if f in done]:  # submission order: a stable order of the results
+                job = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    queue.clear()
+                    wait(running)  # the running tasks finish and keep their files
+                    if isinstance(error, BrokenProcessPool):
+                        _discard(key)
+                    _reraise(error, job.label)
+                value, seconds, worker = future.result()
+                results.append(TaskResult(job, value, seconds, worker))
+                queue.extendleft(reversed(list(follow_up(results[-1]))))
+            top_up()  # before yielding: the workers never wait for the driver's consumer
+            yield from results
         finished = True
     finally:
         if not finished:  # a task error (handled above), Ctrl-C or a driver error while the tasks ran
-            for future in futures:
+            for future in running:
                 future.cancel()
-            if not all(future.done() for future in futures):
+            if not all(future.done() for future in running):
                 _discard(key)
 
 
@@ -271,23 +308,34 @@ def _dask_client(plan: ExecutionPlan) -> Any:
         ) from error
 
 
-def _dask(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any) -> Iterator[TaskResult]:
+def _dask(plan: ExecutionPlan, fn, jobs: list[Any], progress: Any, follow_up: FollowUp) -> Iterator[TaskResult]:
+    """Futures on the cluster: every job submitted at once (the scheduler places them) with falling priorities, so they
+    start in order (dask's own order of equal-priority tasks is not the submission order); follow-ups with a priority
+    above all of them, so the scheduler starts them next."""
     from distributed import as_completed
 
     client = _dask_client(plan)
     futures: dict[Any, Any] = {}
     token = uuid.uuid4().hex[:8]  # unique keys on a shared scheduler
+
+    def submit(job: Any, priority: int) -> Any:
+        key = f"{job.label}-{token}-{len(futures)}"
+        future = client.submit(_run_in_worker, fn, job, plan.threads, pure=False, key=key, priority=priority)
+        futures[future] = job
+        return future
+
     try:
-        for i, job in enumerate(jobs):
-            key = f"{job.label}-{token}-{i}"
-            futures[client.submit(_run_in_worker, fn, job, plan.threads, pure=False, key=key)] = job
-        for future in as_completed(list(futures), loop=client.loop):
+        pending = as_completed([submit(job, -i) for i, job in enumerate(jobs)], loop=client.loop)
+        for future in pending:
             job = futures[future]
             if future.status == "error":
                 _stop(client, futures)
                 _reraise(future.exception(), job.label)
             value, seconds, worker = future.result()
-            yield TaskResult(job, value, seconds, worker)
+            result = TaskResult(job, value, seconds, worker)
+            for later in follow_up(result):
+                pending.add(submit(later, 1))
+            yield result
     finally:
         client.cancel([f for f in futures if not f.done()])
 
