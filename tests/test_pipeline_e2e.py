@@ -155,40 +155,57 @@ def test_changing_lr_reruns_train_and_what_reads_it_only(finished_run, tmp_path)
 
 
 def test_killed_stage_resumes_at_next_case(finished_run, tmp_path, monkeypatch):
+    """Ctrl-C during the second phase of the third case: the two merged cases and the third case's finished phase
+    are kept; the rerun computes only the rest."""
     from vent.config import load_config
     from vent.runner import RunContext, execute_plan, plan_run
     from vent.stages import all_stages
-    from vent.stages.radiomics import RadiomicsStage
+    from vent.stages import radiomics as radiomics_stage
 
-    # a new radiomics fingerprint; serial, so that the patched process_case runs here, not in a worker process
+    # a new radiomics fingerprint; serial, so that the patched task function runs here, not in a worker process
     config = load_config(_copy(finished_run, tmp_path), ["radiomics.kernel_mm=14", "execution.backend=serial"])
-    original = RadiomicsStage.process_case
-    done = []
+    original = radiomics_stage.compute_radiomics_job
+    merged, phases_of_third = [], []
 
-    def crash_on_third(self, ctx, case, out_path, fingerprint):
-        if len(done) == 2:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the third case
-        done.append(case)
-        return original(self, ctx, case, out_path, fingerprint)
+    def crash_in_third_case(job, progress):
+        if len(merged) == 2 and job.phase is not None:
+            if phases_of_third:
+                raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the third case
+            phases_of_third.append((job.case, job.phase))
+        value = original(job, progress)
+        if job.phase is None:
+            merged.append(job.case)
+        return value
 
-    monkeypatch.setattr(RadiomicsStage, "process_case", crash_on_third)
+    monkeypatch.setattr(radiomics_stage, "compute_radiomics_job", crash_in_third_case)
     ctx = RunContext(config=config)
     with pytest.raises(KeyboardInterrupt):
         execute_plan(ctx, plan_run(ctx, all_stages(), only="radiomics"))
     radiomics_dir = tmp_path / "run" / "radiomics"
     assert not (radiomics_dir / "manifest.json").exists()
     assert not [p for p in os.listdir(radiomics_dir) if p.startswith(".tmp-")]  # no half-written file left
-    kept = {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in done}
+    kept = {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in merged}
+    (third, phase), = phases_of_third
+    phase_file = layout.radiomics_phase_file(tmp_path / "run", third, phase)
+    assert phase_file.is_file() and not [p for p in os.listdir(phase_file.parent) if p.startswith(".tmp-")]
 
-    monkeypatch.setattr(RadiomicsStage, "process_case", original)
+    ran = []
+
+    def record(job, progress):
+        ran.append((job.case, job.phase))
+        return original(job, progress)
+
+    monkeypatch.setattr(radiomics_stage, "compute_radiomics_job", record)
     messages = []
     ctx = RunContext(config=config, echo=messages.append)
     plans = {plan.stage.name: plan for plan in plan_run(ctx, all_stages(), only="radiomics")}
     assert plans["radiomics"].state == "incomplete"
     execute_plan(ctx, list(plans.values()))
     assert any("2 case(s) already done, 2 to compute" in m for m in messages)
-    assert {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in done} == kept
-    assert (radiomics_dir / "manifest.json").is_file()
+    assert {case: (radiomics_dir / f"{case}.h5").stat().st_mtime_ns for case in merged} == kept
+    assert (third, phase) not in ran and (third, None) in ran  # the finished phase is reused, the case merged
+    assert not [case for case, _ in ran if case in merged]
+    assert (radiomics_dir / "manifest.json").is_file() and not (radiomics_dir / "partial").exists()
 
 
 def test_nested_selection_reads_no_test_patient(finished_run):

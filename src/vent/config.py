@@ -341,11 +341,12 @@ class ExecutionConfig(_Section):
 
     backend: Literal["serial", "local", "dask"] = Field(
         "local",
-        description="Where per-case preprocessing and radiomics, the registrations of CT ventilation and the training "
-        "folds run (vent.execution): 'serial' in the driver process; 'local' a pool of `workers` processes (a stage "
-        "with one task left runs it in the driver); 'dask' dask.distributed, on the scheduler at scheduler_address "
-        "or a LocalCluster of `workers` processes. Every backend writes the same arrays (training and registration: "
-        "with the same `threads`, as torch and elastix may round differently on other thread counts).",
+        description="Where per-case preprocessing, per-phase radiomics, the registrations of CT ventilation and the "
+        "training folds run (vent.execution): 'serial' in the driver process; 'local' a pool of `workers` processes "
+        "(a stage with one task left runs it in the driver); 'dask' dask.distributed, on the scheduler at "
+        "scheduler_address or a LocalCluster of `workers` processes. Every backend writes the same arrays "
+        "(training and registration: with the same `threads`, as torch and elastix may round differently on other "
+        "thread counts).",
     )
     workers: int | None = Field(
         None, ge=1, description="Worker processes of the 'local' backend and of a dask LocalCluster; null = all "

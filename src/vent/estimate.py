@@ -7,8 +7,8 @@ Three parts:
   give seconds per stage:
 
   - radiomics = sum_c N_c T * r_rad / P, with r_rad the seconds per voxel-phase of the real engine (configured
-    kernel, bins, engine, at the per-task thread count) and P the cases run at once (``execution.backend`` and
-    ``workers``, at most the cohort size);
+    kernel, bins, engine, at the per-task thread count) and P the tasks run at once (``execution.backend`` and
+    ``workers``, at most the cases x phases: a task per case and phase);
   - train, per sequence row and fold = E (S_train / r_train + S_val / r_infer) + (N_val + N_test) / r_infer, with
     E = ``train.max_epochs`` (an upper bound: early stopping can end sooner), S the voxels per epoch after
     ``train.max_voxels_per_case``, r_train / r_infer the row's measured training / inference samples per second;
@@ -96,7 +96,7 @@ class CohortFacts:
         explain_steps: (``explain.n_steps``, ``explain.max_steps``).
         reference: The explained row (``None`` when explain does not run).
         source: Where the voxel counts came from (radiomics, preprocess, input masks).
-        parallel_tasks: Tasks (radiomics cases, training folds) run at once (``execution.backend`` and
+        parallel_tasks: Tasks (radiomics phases, training folds) run at once (``execution.backend`` and
             ``workers``: 1 for ``serial``); each at the per-task thread count the rates were measured with.
     """
 
@@ -201,7 +201,7 @@ def estimate_stages(facts: CohortFacts, rates: Rates, stages: tuple[str, ...] = 
     out = []
     if "radiomics" in stages:
         rate = rates.radiomics_s_per_voxel_phase
-        lanes = max(1, min(facts.parallel_tasks, len(facts.voxels)))
+        lanes = max(1, min(facts.parallel_tasks, len(facts.voxels) * facts.n_phases))  # a task per case and phase
         seconds = None if rate is None else voxel_phases * rate / lanes
         out.append(StageEstimate("radiomics", seconds, seconds,
                                  f"{voxel_phases:,} voxel-phases x {_us(rate)} us / {lanes} task(s) at once"))

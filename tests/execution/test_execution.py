@@ -130,9 +130,9 @@ def _datasets(path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
 
 @pytest.mark.slow
 def test_dask_local_cluster_writes_the_serial_runs_arrays(tiny_run, tmp_path) -> None:
-    """preprocess, radiomics and train (the raw-intensity LSTM's two folds; a row's folds depend on no other row) as
-    tasks on a LocalCluster of 2 worker processes: every array of every per-case artifact and of every prediction
-    equals the serial run's (``tiny_run``), bit for bit."""
+    """preprocess, radiomics (by phase) and train (the raw-intensity LSTM's two folds; a row's folds depend on no
+    other row) as tasks on a LocalCluster of 2 worker processes: every array of every per-case artifact and of every
+    prediction equals the serial run's (``tiny_run``), bit for bit."""
     from tinyrun import run_stages, tiny_config
     from vent.execution import close_pools
     from vent.io import layout
@@ -151,7 +151,12 @@ def test_dask_local_cluster_writes_the_serial_runs_arrays(tiny_run, tmp_path) ->
             assert _datasets(layout.case_file(config.run_dir, stage, serial.stem)) == _datasets(serial), serial
             compared += 1
         record = json.loads(layout.execution_file(config.run_dir, stage).read_text())
-        assert record["backend"] == "dask" and record["workers"] == 2 and record["tasks"] == 4
+        assert record["backend"] == "dask" and record["workers"] == 2
+        if stage == "preprocess":
+            assert record["tasks"] == 4
+        else:  # a task per case and phase (the tiny cohort's 5), and each case's merge
+            assert sorted(label.split()[2] for label in record["per_task"]) == ["merge"] * 4 + ["phase"] * 20
+            assert not layout.radiomics_partial_dir(config.run_dir, "_").parent.exists()  # merged and removed
         assert len({task["worker"] for task in record["per_task"].values()}) == 2  # both workers took cases
     for serial in sorted(layout.prediction_dir(tiny_run.run_dir, "lstm_raw").glob("*.h5")):
         assert _datasets(layout.prediction_file(config.run_dir, "lstm_raw", serial.stem)) == _datasets(serial), serial

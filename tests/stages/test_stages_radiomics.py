@@ -117,3 +117,56 @@ def test_compaction_keeps_the_chosen_voxels_and_leaves_no_temporary(tmp_path):
         np.testing.assert_array_equal(handle["coords"][...], coords[keep])
         assert handle.attrs["case_id"] == "c" and list(handle["edge"].attrs["channels"])
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(SEAL_SUFFIX)] == ["case.h5"]
+
+
+@pytest.mark.parametrize(("policy", "scope"), [("analysis_mask", "phase"), ("nearest_phase", "case"),
+                                               ("drop", "phase")])
+def test_phase_tasks_then_merge_write_the_one_call_case_bit_for_bit(case, tmp_path, policy, scope):
+    """The stage's path (one task per phase, then the merge) and `vent predict`'s (one call, voxel blocks with all
+    phases) write the same file contents; the policies run in the merge, across the phases."""
+    import h5py
+
+    from vent.io.artifacts import write_preprocessed_case
+    from vent.runner import NullProgress
+    from vent.stages.radiomics import compute_radiomics_case, compute_radiomics_phase
+
+    config = RadiomicsConfig(features=FEATURES, bin_count=16, empty_kernel=policy, discretisation_scope=scope)
+    execution = ExecutionConfig(threads=1)
+    pre_path = tmp_path / "pre.h5"
+    write_preprocessed_case(pre_path, case, "pre-fp")
+    direct = tmp_path / "direct.h5"
+    facts = compute_radiomics_case(case, config, execution, direct, "fp", NullProgress())
+    parts = [tmp_path / f"phase_{t}.h5" for t in range(3)]
+    phase_facts = [compute_radiomics_phase(pre_path, t, config, execution, parts[t], "fp", NullProgress())
+                   for t in range(3)]
+    assert [f["n_voxels"] for f in phase_facts] == [15**3] * 3
+    merged = tmp_path / "merged.h5"
+    assert compute_radiomics_case(case, config, execution, merged, "fp", NullProgress(), phase_files=parts) == facts
+    with h5py.File(direct, "r") as a, h5py.File(merged, "r") as b:
+        assert sorted(a) == sorted(b) and dict(a.attrs).keys() == dict(b.attrs).keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+        for key in a.attrs:
+            assert np.array_equal(a.attrs[key], b.attrs[key]), key
+    if policy == "drop":
+        assert facts["n_voxels"] == 15**3 - 450
+
+
+def test_a_merge_refuses_a_phase_file_of_another_phase(case, tmp_path):
+    from vent.errors import ArtifactError
+    from vent.io.artifacts import write_preprocessed_case
+    from vent.runner import NullProgress
+    from vent.stages.radiomics import compute_radiomics_case, compute_radiomics_phase
+
+    config = RadiomicsConfig(features=FEATURES, bin_count=16)
+    pre_path = tmp_path / "pre.h5"
+    write_preprocessed_case(pre_path, case, "pre-fp")
+    parts = [tmp_path / f"phase_{t}.h5" for t in range(3)]
+    for t in range(3):
+        compute_radiomics_phase(pre_path, t, config, ExecutionConfig(threads=1), parts[t], "fp", NullProgress())
+    with pytest.raises(ArtifactError, match=r"phase_0\.h5 is not phase 1 of c .*delete it and re-run"):
+        compute_radiomics_case(case, config, ExecutionConfig(threads=1), tmp_path / "out.h5", "fp", NullProgress(),
+                               phase_files=[parts[0], parts[0], parts[2]])
+    with pytest.raises(ArtifactError, match="not phase 0 of c"):  # another fingerprint: another run's settings
+        compute_radiomics_case(case, config, ExecutionConfig(threads=1), tmp_path / "out.h5", "other",
+                               NullProgress(), phase_files=parts)

@@ -26,6 +26,12 @@ grid (the grid is stored as attributes; see ``vent.io.images.Grid``). Phase 0 is
                                           (``vent.radiomics.lung_edge``; attribute ``channels``)
     attrs: format_version, case_id, fingerprint, feature_ids, ibsi_ids, settings (JSON), grid, phase_order,
            exhale_phase, inhale_phase, empty_kernel (JSON: policy and per-phase counts)
+
+``radiomics/partial/<case>/phase_<t>.h5`` (one task's output, merged into the case file and then removed)::
+
+    /features      (N, F) float32         the raw features of phase t (NaN where a kernel is empty; before
+                                          ``radiomics.empty_kernel``), voxels in the order of np.argwhere(lung_mask)
+    attrs: format_version, case_id, fingerprint (the case's), phase, n_grey, feature_ids
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ __all__ = [
     "PreprocessedCase",
     "write_preprocessed_case",
     "read_preprocessed_case",
+    "PreprocessedPhase",
+    "read_preprocessed_phase",
+    "preprocessed_phase_count",
+    "create_radiomics_phase",
+    "open_radiomics_phase",
     "create_radiomics_case",
     "write_radiomics_case",
     "write_radiomics_voxel_data",
@@ -165,6 +176,77 @@ def read_preprocessed_case(path: Path, load_ct: bool = True) -> PreprocessedCase
             grid=grid,
             attrs=attrs,
         )
+
+
+@dataclass
+class PreprocessedPhase:
+    """One phase of a preprocessed case (a per-phase radiomics task reads no other phase's 4D data)."""
+
+    case_id: str
+    phase: int
+    n_phases: int
+    ct_zyx: np.ndarray
+    phase_mask_zyx: np.ndarray
+    lung_mask_zyx: np.ndarray
+    grid: Grid
+
+
+def preprocessed_phase_count(path: Path) -> int:
+    """The number of phases of a preprocessed case, read from its header."""
+    if not path.is_file():
+        raise ArtifactError(f"preprocessed case {path} is missing; run the preprocess stage first")
+    with h5py.File(path, "r") as handle:
+        check_format(path, _get_attrs(handle), PREPROCESS_FORMAT, "preprocess")
+        return int(handle["ct"].shape[0])
+
+
+def read_preprocessed_phase(path: Path, phase: int) -> PreprocessedPhase:
+    """Phase ``phase`` of a preprocessed case: its CT and lung mask, with the analysis mask (the 4D datasets are
+    chunked one phase per chunk, so this decompresses that phase only)."""
+    if not path.is_file():
+        raise ArtifactError(f"preprocessed case {path} is missing; run the preprocess stage first")
+    with h5py.File(path, "r") as handle:
+        attrs = _get_attrs(handle)
+        check_format(path, attrs, PREPROCESS_FORMAT, "preprocess")
+        n_phases = int(handle["ct"].shape[0])
+        if not 0 <= phase < n_phases:
+            raise ArtifactError(f"{path} has {n_phases} phases; phase {phase} does not exist")
+        return PreprocessedPhase(
+            case_id=str(attrs["case_id"]),
+            phase=phase,
+            n_phases=n_phases,
+            ct_zyx=handle["ct"][phase],
+            phase_mask_zyx=handle["phase_masks"][phase],
+            lung_mask_zyx=handle["lung_mask"][...],
+            grid=Grid.from_attrs(attrs),
+        )
+
+
+def create_radiomics_phase(
+    handle: h5py.File, n_voxels: int, feature_ids: list[str], attrs: dict[str, Any]
+) -> h5py.Dataset:
+    """Create a per-phase radiomics file's layout in an open file; returns its (N, F) features dataset to fill.
+
+    Light compression (gzip 1): the file lives only until its case is merged, and is written by a busy task."""
+    chunk = (max(1, min(VOXEL_CHUNK, n_voxels)), len(feature_ids))
+    features = handle.create_dataset(
+        "features", shape=(n_voxels, len(feature_ids)), dtype=np.float32, chunks=chunk,
+        compression="gzip", compression_opts=1, shuffle=True,
+    )
+    _set_attrs(handle, {**attrs, "format_version": RADIOMICS_FORMAT, "feature_ids": list(feature_ids)})
+    return features
+
+
+def open_radiomics_phase(path: Path) -> tuple[h5py.File, dict[str, Any]]:
+    """Open a per-phase radiomics file: (the open file, whose ``features`` dataset is read by blocks; its attrs)."""
+    handle = h5py.File(path, "r")
+    attrs = _get_attrs(handle)
+    try:
+        check_format(path, attrs, RADIOMICS_FORMAT, "radiomics")
+    except ArtifactError:
+        handle.close()
+        raise
+    return handle, attrs
 
 
 def create_radiomics_case(

@@ -8,6 +8,7 @@ disk. ::
       <stage>/execution.json                   how its tasks ran (preprocess, radiomics, train: vent.execution)
       preprocess/<case>.h5, cohort.csv         vent.io.artifacts (PreprocessedCase)
       radiomics/<case>.h5                      vent.io.artifacts (RadiomicsCase)
+      radiomics/partial/<case>/phase_<t>.h5    one phase's features while the case is computed (removed once merged)
       split/splits.json                        vent.cv (seeded patient folds, written once)
       select/paper.json, nested_fold<k>.json, summary.json
       train/<row>/fold_<k>/                    model.pt, checkpoint.pt (networks), forest.joblib, result.json
@@ -30,6 +31,8 @@ __all__ = [
     "excluded_file",
     "case_file",
     "cohort_file",
+    "radiomics_phase_file",
+    "radiomics_partial_dir",
     "splits_file",
     "selection_file",
     "selection_summary_file",
@@ -88,6 +91,16 @@ def excluded_file(run_dir: Path) -> Path:
 def case_file(run_dir: Path, stage: str, case: str) -> Path:
     """A per-case artifact ``<run_dir>/<stage>/<case>.h5`` (preprocess, radiomics)."""
     return stage_dir(run_dir, stage) / f"{case}.h5"
+
+
+def radiomics_partial_dir(run_dir: Path, case: str) -> Path:
+    """Where the radiomics stage keeps a case's per-phase results until it merges them into ``radiomics/<case>.h5``."""
+    return stage_dir(run_dir, "radiomics") / "partial" / case
+
+
+def radiomics_phase_file(run_dir: Path, case: str, phase: int) -> Path:
+    """One phase's raw features of a case (``vent.io.artifacts.create_radiomics_phase``), phase 0 first."""
+    return radiomics_partial_dir(run_dir, case) / f"phase_{phase:02d}.h5"
 
 
 def cohort_file(run_dir: Path) -> Path:

@@ -7,15 +7,23 @@ raw CT sequence, label, RefVI value and coordinates. Config: ``radiomics``.
 Discretisation: bin edges from the lung of each phase (``discretisation_scope: phase``, pyradiomics' per-image
 semantics) or one range over all phases of the case (``case``). The kernel is the cube of ``kernel_mm`` (odd voxel
 count) around each voxel, intersected with each phase's lung mask (``kernel_mask: phase``) or the analysis mask.
-Voxels are processed in blocks aligned with the HDF5 chunks, all phases per block, so memory stays bounded by the
-block size and the 2 mm arrays of one case, whatever the cohort size.
+Tasks (``vent.execution``): one per case and phase computes that phase's raw features into
+``radiomics/partial/<case>/phase_<t>.h5`` (it reads only that phase of the preprocessed case); when a case's last
+phase is done, its merge task (a follow-up, run before the phases not started yet) applies ``radiomics.empty_kernel``
+across the phases, writes ``radiomics/<case>.h5`` and removes the partial files. So a 10-phase patient keeps every
+worker busy, a crash loses at most the phases being computed (a finished phase's file is verified and kept), and at
+any time only the cases being computed have partial files. ``vent predict`` computes a case in one call
+(:func:`compute_radiomics_case` without phase files: voxel blocks, all phases per block); both paths write the same
+values bit for bit. Memory stays bounded by the block size and the 2 mm arrays of one case, whatever the cohort size.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,19 +31,29 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vent.errors import ConfigError
+from vent.errors import ArtifactError, ConfigError
+from vent.io import layout
 from vent.io.artifacts import (
     VOXEL_CHUNK,
     compact_radiomics_case,
     create_radiomics_case,
+    create_radiomics_phase,
+    open_radiomics_phase,
+    preprocessed_phase_count,
     read_preprocessed_case,
+    read_preprocessed_phase,
     write_radiomics_voxel_data,
 )
+from vent.io.atomic import atomic_path
+from vent.io.seals import verify_artifact
 from vent.radiomics.lung_edge import carry_nearest_phase, edge_sequences
 from vent.runner import RunContext
-from vent.stages.base import PerCaseStage, upstream_cases
+from vent.stages.base import PerCaseStage, case_file_fingerprint, upstream_cases
 
-__all__ = ["RadiomicsStage", "selected_feature_specs", "filter_settings_from_config", "compute_radiomics_case"]
+__all__ = [
+    "RadiomicsStage", "RadiomicsJob", "compute_radiomics_job", "selected_feature_specs", "filter_settings_from_config",
+    "compute_radiomics_case", "compute_radiomics_phase",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +123,163 @@ class RadiomicsStage(PerCaseStage):
         return {case: {"preprocess": fp} for case, fp in upstream_cases(ctx, "preprocess").items()}
 
     def process_case(self, ctx: RunContext, case: str, out_path: Path, fingerprint: str) -> dict[str, Any]:
+        """One case in one call (all phases per voxel block); the stage itself runs phases as tasks (module
+        docstring, :meth:`compute_cases`)."""
         pre = read_preprocessed_case(ctx.case_file("preprocess", case))
         return compute_radiomics_case(
             pre, ctx.config.radiomics, ctx.config.execution, out_path, fingerprint, ctx.progress
         )
 
+    def compute_cases(
+        self, ctx: RunContext, todo: dict[str, str], total: int
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """Every phase of every case in ``todo`` as a task, each case's merge as the follow-up of its last phase.
+
+        A phase whose partial file verifies (seal, case, fingerprint, phase) is kept from an interrupted run; a case
+        with every phase kept starts with its merge. Returns each case's stats (its merge's facts, with ``seconds``
+        = its phases' and merge's task times) and the execution record (every task's time)."""
+        from vent.execution import execution_record, run_tasks
+
+        config = ctx.config
+        waiting: dict[str, set[int]] = {}
+        merges, phases = [], []
+        for case, fingerprint in todo.items():
+            n_phases = preprocessed_phase_count(ctx.case_file("preprocess", case))
+            missing = {t for t in range(n_phases) if not phase_is_done(ctx.run_dir, case, t, fingerprint)}
+            if missing:
+                waiting[case] = missing
+                phases += [RadiomicsJob(case, fingerprint, config, t) for t in sorted(missing)]
+            else:
+                merges.append(RadiomicsJob(case, fingerprint, config, None))
+        if merges:
+            ctx.echo(f"[radiomics] {len(merges)} case(s) with every phase already computed: merging them first")
+
+        def follow_up(result: Any) -> list[RadiomicsJob]:
+            job = result.job
+            if job.phase is None:
+                return []
+            waiting[job.case].discard(job.phase)
+            return [] if waiting[job.case] else [RadiomicsJob(job.case, job.fingerprint, config, None)]
+
+        jobs = merges + phases
+        stats: dict[str, dict[str, Any]] = {}
+        seconds: dict[str, float] = {case: 0.0 for case in todo}
+        results, started = [], time.perf_counter()
+        with ctx.progress.task(f"radiomics ({len(todo)} case(s), by phase)", total=len(jobs) + len(waiting)) as bar:
+            for result in run_tasks(config.execution, compute_radiomics_job, jobs, ctx.progress, follow_up=follow_up):
+                seconds[result.job.case] += result.seconds
+                if result.job.phase is None:
+                    stats[result.job.case] = {**(result.value or {}), "seconds": round(seconds[result.job.case], 2)}
+                results.append(result)
+                bar.advance(1)
+        return stats, execution_record(config.execution, results, time.perf_counter() - started, len(jobs))
+
+    def finish(self, ctx: RunContext, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Remove partial files left beside finished cases (a crash between a merge and its clean-up)."""
+        partial = layout.radiomics_partial_dir(ctx.run_dir, "_").parent
+        if partial.is_dir():
+            for case in stats:
+                shutil.rmtree(layout.radiomics_partial_dir(ctx.run_dir, case), ignore_errors=True)
+            if not any(partial.iterdir()):
+                partial.rmdir()
+        return {}
+
+
+@dataclass(frozen=True)
+class RadiomicsJob:
+    """One radiomics task (``vent.execution``): one phase of a case, or (``phase`` None) the merge of its phases.
+
+    Attributes:
+        case: The patient.
+        fingerprint: The case's fingerprint, stamped in its phase files and its case file.
+        config: The run's config.
+        phase: The phase to compute, or None for the merge.
+    """
+
+    case: str
+    fingerprint: str
+    config: Any
+    phase: int | None
+
+    @property
+    def label(self) -> str:
+        return f"radiomics {self.case} " + ("merge" if self.phase is None else f"phase {self.phase}")
+
+
+def compute_radiomics_job(job: RadiomicsJob, progress: Any) -> dict[str, Any]:
+    """Task function: a phase into its partial file, or a case's merge into ``radiomics/<case>.h5`` (then its
+    partial files are removed); every file written atomically. Returns the task's facts."""
+    config = job.config
+    pre_path = layout.case_file(config.run_dir, "preprocess", job.case)
+    if job.phase is not None:
+        with atomic_path(layout.radiomics_phase_file(config.run_dir, job.case, job.phase)) as tmp:
+            return compute_radiomics_phase(
+                pre_path, job.phase, config.radiomics, config.execution, tmp, job.fingerprint, progress
+            )
+    pre = read_preprocessed_case(pre_path)
+    phase_files = [layout.radiomics_phase_file(config.run_dir, job.case, t) for t in range(pre.n_phases)]
+    with atomic_path(layout.case_file(config.run_dir, "radiomics", job.case)) as tmp:
+        facts = compute_radiomics_case(
+            pre, config.radiomics, config.execution, tmp, job.fingerprint, progress, phase_files=phase_files
+        )
+    shutil.rmtree(layout.radiomics_partial_dir(config.run_dir, job.case), ignore_errors=True)
+    return facts
+
+
+def phase_is_done(run_dir: Path, case: str, phase: int, fingerprint: str) -> bool:
+    """Whether a phase's partial file can be kept: it verifies against its seal, holds ``case`` at ``phase`` and
+    carries the case's ``fingerprint``."""
+    path = layout.radiomics_phase_file(run_dir, case, phase)
+    if verify_artifact(path, case_id=case) is not None or case_file_fingerprint(path) != fingerprint:
+        return False
+    try:
+        handle, attrs = open_radiomics_phase(path)
+    except (OSError, ArtifactError):
+        return False
+    handle.close()
+    return attrs.get("phase") == phase
+
+
+def compute_radiomics_phase(
+    pre_path: Path, phase: int, config: Any, execution: Any, out_path: Path, fingerprint: str, progress: Any,
+    feature_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``out_path``: the raw features of one phase of a preprocessed case, for every analysed voxel
+    (``np.argwhere`` order), by blocks of voxels; the empty-kernel policy is the merge's
+    (:func:`compute_radiomics_case`).
+
+    Reads only that phase's CT and mask (and, with ``discretisation_scope: case``, each phase's lung values for the
+    common range). Returns the phase's facts: voxels, grey levels."""
+    specs = selected_feature_specs(config.features if feature_ids is None else feature_ids)
+    feature_ids = [s.id for s in specs]
+    one = read_preprocessed_phase(pre_path, phase)
+    lung = one.lung_mask_zyx > 0
+    coords = np.argwhere(lung).astype(np.int32)
+    settings = filter_settings_from_config(config, one.grid.spacing_mm_zyx, execution)
+    _check_kernel_within_lung(one.case_id, coords, config.kernel_mm, settings.kernel_voxels,
+                              one.grid.spacing_mm_zyx[0])
+    value_range = None
+    if config.discretisation_scope == "case":
+        value_range = _common_range(
+            (_kernel_mask(p.phase_mask_zyx, lung, config), p.ct_zyx)
+            for p in (read_preprocessed_phase(pre_path, t) for t in range(one.n_phases))
+        )
+    scale = _phase_scale(one.ct_zyx, _kernel_mask(one.phase_mask_zyx, lung, config), config, value_range)
+    attrs = {"case_id": one.case_id, "fingerprint": fingerprint, "phase": phase, "n_grey": scale.n_grey}
+    with h5py.File(out_path, "w") as handle:
+        features = create_radiomics_phase(handle, len(coords), feature_ids, attrs)
+        with progress.task(f"radiomics {one.case_id} phase {phase}", total=len(coords)) as bar:
+            for start in range(0, len(coords), _BLOCK):
+                block = coords[start : start + _BLOCK]
+                features[start : start + len(block)] = _phase_block_features(
+                    one.ct_zyx, scale, block, settings, feature_ids, bar.advance
+                )
+    return {"n_voxels": len(coords), "n_grey": scale.n_grey}
+
 
 def compute_radiomics_case(
     pre: Any, config: Any, execution: Any, out_path: Path, fingerprint: str, progress: Any,
-    feature_ids: list[str] | None = None,
+    feature_ids: list[str] | None = None, phase_files: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """Write ``out_path``: the radiomic sequences of every analysed voxel of a preprocessed case (module docstring).
 
@@ -126,6 +292,8 @@ def compute_radiomics_case(
         progress: the run's progress (``task(description, total)``).
         feature_ids: compute only these (``vent predict``: the features a trained model reads); None = the
             section's ``features``.
+        phase_files: the phases' raw features (:func:`compute_radiomics_phase`, phase 0 first) to merge instead of
+            computing them; each must hold this case, ``fingerprint``, its phase and the voxels and features here.
 
     Returns:
         Per-case facts: voxels kept, phases, empty-kernel counts.
@@ -142,23 +310,34 @@ def compute_radiomics_case(
     attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
     counts = EmptyKernelCounts.zeros(n_phases)
     keep = np.ones(n_voxels, dtype=bool)
-    with h5py.File(out_path, "w") as handle:
-        features = create_radiomics_case(handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs)
-        with progress.task(f"radiomics {case}", total=n_voxels * n_phases) as bar:
-            blocks = case_feature_blocks(pre, coords, config, settings, feature_ids, counts, bar.advance, scales)
-            for start, values, kept in blocks:
-                features[start : start + len(values)] = values
-                keep[start : start + len(values)] = kept
-        z, y, x = coords.T
-        write_radiomics_voxel_data(
-            handle,
-            intensity_nt=pre.ct_tzyx[:, z, y, x].T,
-            labels=pre.defect_zyx[z, y, x],
-            refvi=pre.refvi_zyx[z, y, x],
-            coords_zyx=coords,
-            edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx, settings.kernel_voxels),
-        )
-        handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
+    sources = [] if phase_files is None else _open_phase_files(phase_files, case, fingerprint, n_voxels, feature_ids)
+    raw_blocks = None if phase_files is None else _phase_file_reader([h["features"] for h in sources])
+    try:
+        with h5py.File(out_path, "w") as handle:
+            features = create_radiomics_case(
+                handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs
+            )
+            what = "merge" if phase_files is not None else ""
+            with progress.task(f"radiomics {case} {what}".strip(), total=n_voxels * n_phases) as bar:
+                blocks = case_feature_blocks(pre, coords, config, settings, feature_ids, counts, bar.advance, scales,
+                                             raw_blocks=raw_blocks)
+                for start, values, kept in blocks:
+                    features[start : start + len(values)] = values
+                    keep[start : start + len(values)] = kept
+            z, y, x = coords.T
+            write_radiomics_voxel_data(
+                handle,
+                intensity_nt=pre.ct_tzyx[:, z, y, x].T,
+                labels=pre.defect_zyx[z, y, x],
+                refvi=pre.refvi_zyx[z, y, x],
+                coords_zyx=coords,
+                edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx,
+                                        settings.kernel_voxels),
+            )
+            handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
+    finally:
+        for source in sources:
+            source.close()
     if not keep.all():
         compact_radiomics_case(out_path, keep)
     if counts.total_touched:
@@ -178,6 +357,38 @@ def _check_kernel_within_lung(case: str, coords: np.ndarray, kernel_mm: float, k
             f"({extent * spacing_mm:g} mm): every kernel would hold the whole lung. Set radiomics.kernel_mm to at most "
             f"{extent * spacing_mm:g} (the study: 26)"
         )
+
+
+def _open_phase_files(paths: Sequence[Path], case: str, fingerprint: str, n_voxels: int,
+                      feature_ids: list[str]) -> list[h5py.File]:
+    """Open the phase files of a merge, each checked to hold this case's phase with these voxels and features."""
+    opened = []
+    try:
+        for t, path in enumerate(paths):
+            handle, attrs = open_radiomics_phase(path)
+            opened.append(handle)
+            found = (attrs.get("case_id"), attrs.get("fingerprint"), attrs.get("phase"),
+                     handle["features"].shape, attrs.get("feature_ids"))
+            wanted = (case, fingerprint, t, (n_voxels, len(feature_ids)), list(feature_ids))
+            if found != wanted:
+                raise ArtifactError(
+                    f"{path} is not phase {t} of {case} as this run computes it (case, fingerprint, phase, shape, "
+                    f"features: {found} instead of {wanted}); delete it and re-run the radiomics stage"
+                )
+    except BaseException:
+        for handle in opened:
+            handle.close()
+        raise
+    return opened
+
+
+def _phase_file_reader(datasets: list[Any]) -> Callable[[int, np.ndarray], np.ndarray]:
+    """Raw (n, T, F) features of the voxel block starting at ``start`` from the phases' (N, F) datasets."""
+
+    def read(start: int, block: np.ndarray) -> np.ndarray:
+        return np.stack([d[start : start + len(block)] for d in datasets], axis=1)
+
+    return read
 
 
 def _case_attrs(
@@ -210,20 +421,27 @@ def case_feature_blocks(
     counts: EmptyKernelCounts,
     progress: Any = None,
     scales: list[_PhaseScale] | None = None,
+    raw_blocks: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, values (n, T, F) float32, keep (n,) bool)`` for consecutive blocks of ``coords``.
 
     Every phase is filtered on its own grey scale and kernel mask; undefined voxel-phases are then handled by
     ``config.empty_kernel`` (see :mod:`vent.radiomics.lung_edge`) and tallied in ``counts``. Rows with ``keep``
     False are voxels to leave out of the analysis (their values are 0). ``scales``: the phases' grey levels when the
-    caller has them (``_phase_scales``), so each phase is discretised once.
+    caller has them (``_phase_scales``), so each phase is discretised once. ``raw_blocks(start, block)``: the
+    block's raw (n, T, F) features when computed already (the phase tasks' files), else they are computed here.
     """
     lung = pre.lung_mask_zyx > 0
     scales = scales if scales is not None else _phase_scales(pre, lung, config)
     fallback = _fallback_scales(pre, lung, config, scales) if config.empty_kernel == "analysis_mask" else None
     for start in range(0, len(coords), _BLOCK):
         block = coords[start : start + _BLOCK]
-        values = _block_features(pre, scales, block, settings, feature_ids, progress)
+        if raw_blocks is None:
+            values = _block_features(pre, scales, block, settings, feature_ids, progress)
+        else:
+            values = raw_blocks(start, block)
+            if progress is not None:
+                progress(len(block) * pre.n_phases)
         values, keep = _apply_empty_kernel_policy(
             values, pre, fallback, block, settings, feature_ids, config.empty_kernel, counts
         )
@@ -239,25 +457,39 @@ class _PhaseScale:
     n_grey: int
 
 
-def _phase_scales(pre: Any, lung: np.ndarray, config: Any) -> list[_PhaseScale]:
-    """Each phase's kernel mask (its own lung or the analysis mask) and grey levels discretised over that mask."""
+def _kernel_mask(phase_mask_zyx: np.ndarray, lung: np.ndarray, config: Any) -> np.ndarray:
+    """The mask that bounds a phase's kernels: its own lung (``kernel_mask: phase``) or the analysis mask."""
+    return (phase_mask_zyx > 0) if config.kernel_mask == "phase" else lung
+
+
+def _common_range(phases: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """(min, max) of the CT over each phase's kernel mask, all phases (``discretisation_scope: case``)."""
+    lows, highs = [], []
+    for mask, ct in phases:
+        values = ct[mask]
+        lows.append(float(values.min()))
+        highs.append(float(values.max()))
+    return min(lows), max(highs)
+
+
+def _phase_scale(ct_zyx: np.ndarray, mask: np.ndarray, config: Any,
+                 value_range: tuple[float, float] | None) -> _PhaseScale:
+    """A phase's grey levels, discretised over its kernel mask (on ``value_range`` when given)."""
     from vent.radiomics import discretise
 
-    n_phases = pre.n_phases
-    masks = [(pre.phase_masks_tzyx[t] > 0) if config.kernel_mask == "phase" else lung for t in range(n_phases)]
+    grey, n_grey = discretise(
+        ct_zyx, mask, bin_count=config.bin_count, bin_width=config.bin_width, value_range=value_range
+    )
+    return _PhaseScale(mask, grey, int(n_grey))
+
+
+def _phase_scales(pre: Any, lung: np.ndarray, config: Any) -> list[_PhaseScale]:
+    """Each phase's kernel mask (its own lung or the analysis mask) and grey levels discretised over that mask."""
+    masks = [_kernel_mask(pre.phase_masks_tzyx[t], lung, config) for t in range(pre.n_phases)]
     value_range = None
     if config.discretisation_scope == "case":
-        value_range = (
-            min(float(pre.ct_tzyx[t][masks[t]].min()) for t in range(n_phases)),
-            max(float(pre.ct_tzyx[t][masks[t]].max()) for t in range(n_phases)),
-        )
-    scales = []
-    for t in range(n_phases):
-        grey, n_grey = discretise(
-            pre.ct_tzyx[t], masks[t], bin_count=config.bin_count, bin_width=config.bin_width, value_range=value_range
-        )
-        scales.append(_PhaseScale(masks[t], grey, int(n_grey)))
-    return scales
+        value_range = _common_range(iter(zip(masks, pre.ct_tzyx)))
+    return [_phase_scale(pre.ct_tzyx[t], masks[t], config, value_range) for t in range(pre.n_phases)]
 
 
 def _fallback_scales(pre: Any, lung: np.ndarray, config: Any, scales: list[_PhaseScale]) -> list[_PhaseScale]:
@@ -284,15 +516,22 @@ def _block_features(
     pre: Any, scales: list[_PhaseScale], block: np.ndarray, settings: Any, feature_ids: list[str], progress: Any
 ) -> np.ndarray:
     """(n, T, F) features of a block of centres, every phase on its own scale and kernel mask."""
-    from vent.radiomics import compute_voxel_features
 
     out = np.empty((len(block), pre.n_phases, len(feature_ids)), dtype=np.float32)
     for t, scale in enumerate(scales):
-        out[:, t, :] = compute_voxel_features(
-            pre.ct_tzyx[t], scale.grey, scale.kernel_mask, block, scale.n_grey, settings,
-            feature_ids=feature_ids, progress=progress,
-        )
+        out[:, t, :] = _phase_block_features(pre.ct_tzyx[t], scale, block, settings, feature_ids, progress)
     return out
+
+
+def _phase_block_features(ct_zyx: np.ndarray, scale: _PhaseScale, block: np.ndarray, settings: Any,
+                          feature_ids: list[str], progress: Any) -> np.ndarray:
+    """(n, F) float32 features of a block of centres at one phase (its grey levels and kernel mask)."""
+    from vent.radiomics import compute_voxel_features
+
+    return compute_voxel_features(
+        ct_zyx, scale.grey, scale.kernel_mask, block, scale.n_grey, settings, feature_ids=feature_ids,
+        progress=progress,
+    ).astype(np.float32, copy=False)
 
 
 @dataclass
