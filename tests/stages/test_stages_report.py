@@ -183,3 +183,26 @@ def test_threshold_note_keeps_the_old_text_for_rows_with_thresholds() -> None:
     )
     evaluation.threshold_setting = 0.5
     assert threshold_note(evaluation).startswith("Binary threshold fixed at 0.5 (per fold: lstm 0.41/0.39;")
+
+
+def test_segmented_masks_and_their_warnings_are_listed_in_the_data_section(tmp_path: Path) -> None:
+    """A case whose lungs vent segmented, one lung only: the report names the case and carries the warning."""
+    import json
+
+    from vent.io.artifacts import read_preprocessed_case
+
+    config = _config(tmp_path, models=[RULE], reference_model=RULE)
+    _write_run(config.run_dir)
+    path = layout.case_file(config.run_dir, "preprocess", "Subject_02")
+    case = read_preprocessed_case(path)
+    facts = {"backend": "classical", "warnings": ["PhaseCT_01: only the left lung was found (97% on its side)"]}
+    attrs = {**case.attrs, "lung_masks": "segmented", "segmentation": json.dumps(facts)}
+    write_preprocessed_case(path, PreprocessedCase(case.case_id, case.ct_tzyx, case.phase_masks_tzyx,
+                                                   case.lung_mask_zyx, case.refvi_zyx, case.defect_zyx, case.grid,
+                                                   attrs), fingerprint="fp-Subject_02")
+    layout.stage_dir(config.run_dir, "report").mkdir()
+    ReportStage().run(RunContext(config), plan=None)
+    markdown = (layout.stage_dir(config.run_dir, "report") / "report.md").read_text()
+    assert "segmented by vent (preprocess.segmentation: backend 'classical', mode 'per_phase') for 1 of 3" in markdown
+    assert "patients: Subject_02. Segmentation warnings (1;" in markdown
+    assert "- Subject_02: PhaseCT_01: only the left lung was found (97% on its side)" in markdown

@@ -10,8 +10,8 @@ from vent.io import layout
 from vent.io.artifacts import read_attrs
 from vent.stages.report.context import ReportBuild, fmt
 
-__all__ = ["phase_state_labels", "ground_truth_definition", "data_section", "empty_kernel_counts",
-           "empty_kernel_section"]
+__all__ = ["phase_state_labels", "ground_truth_definition", "data_section", "segmentation_warnings",
+           "empty_kernel_counts", "empty_kernel_section"]
 
 
 def phase_state_labels(case_attrs: dict[str, dict[str, Any]]) -> list[str]:
@@ -66,7 +66,8 @@ def _cohort_table(report: ReportBuild) -> None:
 
 
 def data_section(report: ReportBuild) -> None:
-    """The cohort, the grid, the ground-truth definition, excluded subjects, phase order and clipping warnings."""
+    """The cohort, the grid, the ground-truth definition, excluded subjects, segmented masks and their warnings, phase
+    order and clipping warnings."""
     config = report.config
     doc = report.doc
     doc.heading("Data and ground truth")
@@ -95,12 +96,42 @@ def data_section(report: ReportBuild) -> None:
         + (" (normalised over RefVI lung voxels, no interpolation rim)."
            if config.preprocess.ground_truth.refvi_interpolation == "masked" else " (plain linear, 0 outside).")
     )
+    _segmentation_paragraph(report)
     not_converged = [c for c, a in report.pre_attrs.items() if a.get("gt_clip_converged") is False]
     if not_converged:
         doc.paragraph(
             "Warning: the ground-truth outlier clipping stopped at preprocess.ground_truth.max_iterations="
             f"{config.preprocess.ground_truth.max_iterations} before converging for: {', '.join(not_converged)}."
         )
+
+
+def segmentation_warnings(pre_attrs: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(cases whose lung masks vent segmented, ``"case: warning"`` lines) from the preprocessed cases' attributes
+    (``lung_masks``, ``segmentation``: the segmenter's facts, with ``warnings`` such as a single lung found)."""
+    segmented, warnings = [], []
+    for case, attrs in pre_attrs.items():
+        if attrs.get("lung_masks") != "segmented":
+            continue
+        segmented.append(case)
+        facts = json.loads(attrs.get("segmentation") or "{}")
+        warnings += [f"{case}: {warning}" for warning in facts.get("warnings", [])]
+    return segmented, warnings
+
+
+def _segmentation_paragraph(report: ReportBuild) -> None:
+    """Which patients' lung masks vent segmented, and the segmenter's warnings (one lung only, ...)."""
+    segmented, warnings = segmentation_warnings(report.pre_attrs)
+    if not segmented:
+        return
+    settings = report.config.preprocess.segmentation
+    report.doc.paragraph(
+        f"Lung masks segmented by vent (preprocess.segmentation: backend '{settings.backend}', mode "
+        f"'{settings.mode}') for {len(segmented)} of {len(report.pre_attrs)} patients: {', '.join(segmented)}."
+        + (" No segmentation warning." if not warnings else
+           f" Segmentation warnings ({len(warnings)}; look at these masks before trusting the patients' maps):")
+    )
+    if warnings:
+        report.doc.bullets(warnings)
 
 
 _EMPTY_KERNEL_POLICIES = {
