@@ -324,16 +324,7 @@ def compute_radiomics_case(
                 for start, values, kept in blocks:
                     features[start : start + len(values)] = values
                     keep[start : start + len(values)] = kept
-            z, y, x = coords.T
-            write_radiomics_voxel_data(
-                handle,
-                intensity_nt=pre.ct_tzyx[:, z, y, x].T,
-                labels=pre.defect_zyx[z, y, x],
-                refvi=pre.refvi_zyx[z, y, x],
-                coords_zyx=coords,
-                edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx,
-                                        settings.kernel_voxels),
-            )
+            _write_voxel_data(handle, pre, coords, settings.kernel_voxels)
             handle.attrs["empty_kernel"] = json.dumps(counts.to_dict(config.empty_kernel))
     finally:
         for source in sources:
@@ -343,6 +334,19 @@ def compute_radiomics_case(
     if counts.total_touched:
         log.info("%s: empty-kernel policy %s: %s", case, config.empty_kernel, counts.to_dict(config.empty_kernel))
     return {"n_voxels": int(keep.sum()), "n_phases": n_phases, "empty_kernel": counts.to_dict(config.empty_kernel)}
+
+
+def _write_voxel_data(handle: h5py.File, pre: Any, coords: np.ndarray, kernel_voxels: int) -> None:
+    """The per-voxel data beside the features: CT sequence, label, RefVI, coordinates, edge sequences."""
+    z, y, x = coords.T
+    write_radiomics_voxel_data(
+        handle,
+        intensity_nt=pre.ct_tzyx[:, z, y, x].T,
+        labels=pre.defect_zyx[z, y, x],
+        refvi=pre.refvi_zyx[z, y, x],
+        coords_zyx=coords,
+        edge_ntc=edge_sequences(pre.phase_masks_tzyx, coords, pre.grid.spacing_mm_zyx, kernel_voxels),
+    )
 
 
 def _check_kernel_within_lung(case: str, coords: np.ndarray, kernel_mm: float, kernel_voxels: int,
