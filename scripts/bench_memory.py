@@ -85,7 +85,7 @@ def write_case(run_dir: Path, case: str, n_voxels: int, n_steps: int, n_features
 
 
 def write_store(run_dir: Path, n_cases: int, n_voxels: int, n_steps: int, n_features: int, seed: int) -> int:
-    """Write the cohort's radiomics files, two at a time (gzip is the slow part); returns their bytes on disk."""
+    """Write the cohort's radiomics files, two at a time; returns their bytes on disk."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=2) as pool:
@@ -194,7 +194,7 @@ def main() -> None:
         store = write_store(args.run_dir, args.cases, n_voxels, args.steps, args.features, seed=0)
         print(f"feature store: {args.cases} patients x {n_voxels} voxels x {args.steps} phases x {args.features} "
               f"features = {args.cases * n_voxels * args.steps * args.features * 4 / 1e9:.2f} GB of float32 "
-              f"features ({store / 1e9:.2f} GB on disk, gzip), written in {time.perf_counter() - started:.0f} s; "
+              f"features ({store / 1e9:.2f} GB on disk), written in {time.perf_counter() - started:.0f} s; "
               f"bound {args.bound_gb:.2f} GB; model input {args.selected} features")
         for budget in args.budget_gb:
             result = _run(args, "train", budget)

@@ -86,6 +86,11 @@ def check_format(path: Path, attrs: Any, expected: int, stage: str) -> None:
             f"{path} {what}; this vent reads format {expected}: re-run `vent run CONFIG --from {stage} --force`"
         )
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# Radiomic features are stored chunked but uncompressed: float32 texture values are nearly incompressible (gzip 4
+# with shuffle saved 24% on a real-CT case, 673 -> 509 MB) and compressing them cost 24 s of a 40 s per-case merge,
+# while the uncompressed write took 0.5 s and reads 10x faster (`python scripts/bench_storage.py FILE`). Files
+# written compressed by an earlier vent read the same.
+_FEATURE_STORAGE: dict[str, Any] = {}
 
 
 @dataclass
@@ -227,11 +232,10 @@ def create_radiomics_phase(
 ) -> h5py.Dataset:
     """Create a per-phase radiomics file's layout in an open file; returns its (N, F) features dataset to fill.
 
-    Light compression (gzip 1): the file lives only until its case is merged, and is written by a busy task."""
+    Stored uncompressed like a case's features (``_FEATURE_STORAGE``); the file lives only until its case is merged."""
     chunk = (max(1, min(VOXEL_CHUNK, n_voxels)), len(feature_ids))
     features = handle.create_dataset(
-        "features", shape=(n_voxels, len(feature_ids)), dtype=np.float32, chunks=chunk,
-        compression="gzip", compression_opts=1, shuffle=True,
+        "features", shape=(n_voxels, len(feature_ids)), dtype=np.float32, chunks=chunk, **_FEATURE_STORAGE
     )
     _set_attrs(handle, {**attrs, "format_version": RADIOMICS_FORMAT, "feature_ids": list(feature_ids)})
     return features
@@ -262,7 +266,7 @@ def create_radiomics_case(
     n_features = len(feature_ids)
     chunk = (max(1, min(chunk_rows, n_voxels)), n_phases, n_features)
     features = handle.create_dataset(
-        "features", shape=(n_voxels, n_phases, n_features), dtype=np.float32, chunks=chunk, **_COMPRESSION
+        "features", shape=(n_voxels, n_phases, n_features), dtype=np.float32, chunks=chunk, **_FEATURE_STORAGE
     )
     _set_attrs(
         features, {"feature_ids": list(feature_ids), "ibsi_ids": list(ibsi_ids), "axis_order": "voxel,t,feature"}
@@ -366,8 +370,9 @@ def compact_radiomics_case(path: Path, keep: np.ndarray) -> None:
                     continue
                 data = source[name]
                 chunks = (max(1, min(VOXEL_CHUNK, len(kept_index))),) + data.shape[1:]
+                storage = _FEATURE_STORAGE if name == "features" else _COMPRESSION
                 out = target.create_dataset(
-                    name, shape=(len(kept_index),) + data.shape[1:], dtype=data.dtype, chunks=chunks, **_COMPRESSION
+                    name, shape=(len(kept_index),) + data.shape[1:], dtype=data.dtype, chunks=chunks, **storage
                 )
                 for key, value in data.attrs.items():
                     out.attrs[key] = value
