@@ -62,6 +62,7 @@ def semireal_run(tmp_path_factory):
         n_cases=6,
         seed=0,
         settings=SemiRealSettings(slab_mm=16.0, below_mm=24.0, diaphragm_travel_mm=(28.0, 36.0)),
+        workers=2,
     )
     config = folder / "semireal.yaml"
     config.write_text(CONFIG)

@@ -427,6 +427,9 @@ def synth(
         Optional[float],
         typer.Option("--slab-mm", help="With --from-ct: lung kept above the dome in mm (default 36; 0 = whole lung)."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="With --from-ct: subjects made at once (processes; same files).")
+    ] = 1,
     layout: Annotated[
         str,
         typer.Option("--layout", help="vampire (default), or nifti / dicom: the cohort rewritten under OUT_DIR in "
@@ -443,7 +446,7 @@ def synth(
             if layout not in LAYOUTS:
                 raise ConfigError(f"--layout {layout!r}: use vampire, {' or '.join(LAYOUTS)}")
             vampire = Path(out_dir, "vampire")
-            synth(vampire, cases, modality, size, seed, from_ct, lung_mask, slab_mm, "vampire")
+            synth(vampire, cases, modality, size, seed, from_ct, lung_mask, slab_mm, workers, "vampire")
             manifest = export_cohort(vampire, out_dir, layout, modality=None if from_ct else modality)
             typer.echo(f"rewrote it in the {layout} layout: {manifest}")
             return
@@ -461,7 +464,8 @@ def synth(
             settings = SemiRealSettings()
             if slab_mm is not None:
                 settings = replace(settings, slab_mm=None if slab_mm == 0 else slab_mm)
-            folders = write_semireal_cohort(from_ct, list(lung_mask), out_dir, cases, seed=seed, settings=settings)
+            folders = write_semireal_cohort(from_ct, list(lung_mask), out_dir, cases, seed=seed, settings=settings,
+                                            workers=workers)
             typer.echo(f"wrote {len(folders)} semi-real subjects to {out_dir}")
             return
         if modality not in ("pet", "spect"):

@@ -26,6 +26,7 @@ cohort stays small enough for CI; ``slab_mm=None`` keeps the whole lung (full-si
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -281,9 +282,26 @@ def make_semireal_subject(
     }
 
 
+_CtAndLung = tuple[sitk.Image, sitk.Image]
+
+
+@dataclass(frozen=True)
+class _SubjectJob:
+    """One semi-real subject to make and write (a picklable task of :func:`vent.execution.run_tasks`)."""
+
+    label: str
+    ct_path: Path
+    lung_mask_paths: tuple[Path, ...]
+    folder: Path
+    index: int
+    seed: int
+    settings: SemiRealSettings
+    marker: str
+
+
 def write_semireal_cohort(
     ct_path: Path, lung_mask_paths: list[Path], out_dir: Path, n_cases: int, seed: int = 0,
-    settings: SemiRealSettings = SemiRealSettings(),
+    settings: SemiRealSettings = SemiRealSettings(), workers: int = 1,
 ) -> list[Path]:
     """Write Subject_01..Subject_NN (VAMPIRE layout) made from one real CT; complete subjects are skipped.
 
@@ -291,19 +309,70 @@ def write_semireal_cohort(
         ct_path: The real CT (HU), identity direction.
         lung_mask_paths: One or more lung masks on the CT grid (united; e.g. left and right lung).
         out_dir: Study folder to write.
-        n_cases: Subjects to write; subject k depends only on (seed, k, settings).
+        n_cases: Subjects to write; subject k depends only on (seed, k, settings), so the files are the same
+            for any ``workers``.
         seed: Cohort seed.
         settings: Generator settings.
+        workers: Subjects made at once, in a process pool (``vent.execution``, one thread each); 1 = one at a time
+            in this process.
     """
+    from vent.config import ExecutionConfig
+    from vent.execution import run_tasks
+    from vent.runner import NullProgress
+
+    _read_ct_and_lung(Path(ct_path), tuple(Path(p) for p in lung_mask_paths))  # bad input fails before any task
+    out_dir = Path(out_dir)
+    marker = json.dumps({"generator_version": GENERATOR_VERSION, "seed": seed, "settings": asdict(settings)})
+    folders = [out_dir / subject_folder_name(index) for index in range(1, n_cases + 1)]
+    jobs = [
+        _SubjectJob(f"semi-real {folder.name}", Path(ct_path), tuple(Path(p) for p in lung_mask_paths), folder,
+                    index, seed, settings, marker)
+        for index, folder in enumerate(folders, start=1)
+        if not ((folder / COMPLETE_MARKER).is_file() and (folder / COMPLETE_MARKER).read_text() == marker)
+    ]
+    execution = ExecutionConfig(backend="local" if workers > 1 else "serial", workers=workers)
+    for result in run_tasks(execution, _write_subject_task, jobs, NullProgress()):
+        logger.info("wrote %s (diaphragm travel %.1f mm)", result.job.folder, result.value)
+    return folders
+
+
+def _write_subject_task(job: _SubjectJob, progress: object) -> float:
+    """Make and write one subject (``.complete`` last); returns its diaphragm travel in mm."""
+    ct, lung = _read_ct_and_lung(job.ct_path, job.lung_mask_paths)
+    subject = make_semireal_subject(ct, lung, job.index, job.seed, job.settings)
+    folder = job.folder
+    for number, (image, mask) in enumerate(zip(subject["phases"], subject["phase_masks"]), start=1):
+        _write_image(image, folder / "CT" / f"PhaseImage_{number:02d}.mha")
+        _write_image(mask, folder / "CT" / f"PhaseMask_{number:02d}.mha")
+    _write_image(subject["average_image"], folder / "CT" / "AverageImage.mha")
+    _write_image(subject["average_mask"], folder / "CT" / "AverageMask.mha")
+    _write_image(subject["vent_image"], folder / "GT" / "VentImage.mha")
+    _write_image(subject["vent_mask"], folder / "GT" / "VentMask.mha")
+    _write_image(subject["defect_mask"], folder / "synthetic_truth" / "DefectMask.mha")
+    _write_text(json.dumps(subject["truth"], indent=2), folder / TRUTH_JSON)
+    _write_text(job.marker, folder / COMPLETE_MARKER)
+    return float(subject["truth"]["diaphragm_travel_mm"])
+
+
+def _read_ct_and_lung(ct_path: Path, lung_mask_paths: tuple[Path, ...]) -> _CtAndLung:
+    """The real CT and the union of its lung masks, checked (identity direction, masks on the CT's grid); read once
+    per process for all the subjects it makes (again when a file's size or modification time changed)."""
+    stamps = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+                   for p in (ct_path, *lung_mask_paths))
+    return _read_ct_and_lung_once(ct_path, lung_mask_paths, stamps)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_ct_and_lung_once(ct_path: Path, lung_mask_paths: tuple[Path, ...], stamps: tuple) -> _CtAndLung:
     from vent.io.images import grid_of, read_ct, read_lung_mask
 
-    ct = read_ct(Path(ct_path), "real CT (--from-ct)")
+    ct = read_ct(ct_path, "real CT (--from-ct)")
     if np.abs(np.asarray(ct.GetDirection()) - np.eye(3).ravel()).max() > 1e-6:
         raise DataError(f"{ct_path} has direction {ct.GetDirection()}; the semi-real generator needs an identity "
                         "direction matrix (resample the CT onto an axis-aligned grid first)")
     lung = None
     for path in lung_mask_paths:
-        mask, _ = read_lung_mask(Path(path), "lung mask (--lung-mask)")
+        mask, _ = read_lung_mask(path, "lung mask (--lung-mask)")
         a, b = grid_of(mask), grid_of(ct)
         geometry_a = a.spacing_mm_xyz + a.origin_mm_xyz + a.direction
         geometry_b = b.spacing_mm_xyz + b.origin_mm_xyz + b.direction
@@ -312,24 +381,4 @@ def write_semireal_cohort(
         mask = mask > 0
         mask.CopyInformation(ct)
         lung = mask if lung is None else (lung | mask)
-    out_dir = Path(out_dir)
-    marker = json.dumps({"generator_version": GENERATOR_VERSION, "seed": seed, "settings": asdict(settings)})
-    folders = []
-    for index in range(1, n_cases + 1):
-        folder = out_dir / subject_folder_name(index)
-        folders.append(folder)
-        if (folder / COMPLETE_MARKER).is_file() and (folder / COMPLETE_MARKER).read_text() == marker:
-            continue
-        subject = make_semireal_subject(ct, lung, index, seed, settings)
-        for number, (image, mask) in enumerate(zip(subject["phases"], subject["phase_masks"]), start=1):
-            _write_image(image, folder / "CT" / f"PhaseImage_{number:02d}.mha")
-            _write_image(mask, folder / "CT" / f"PhaseMask_{number:02d}.mha")
-        _write_image(subject["average_image"], folder / "CT" / "AverageImage.mha")
-        _write_image(subject["average_mask"], folder / "CT" / "AverageMask.mha")
-        _write_image(subject["vent_image"], folder / "GT" / "VentImage.mha")
-        _write_image(subject["vent_mask"], folder / "GT" / "VentMask.mha")
-        _write_image(subject["defect_mask"], folder / "synthetic_truth" / "DefectMask.mha")
-        _write_text(json.dumps(subject["truth"], indent=2), folder / TRUTH_JSON)
-        _write_text(marker, folder / COMPLETE_MARKER)
-        logger.info("wrote %s (diaphragm travel %.1f mm)", folder, subject["truth"]["diaphragm_travel_mm"])
-    return folders
+    return ct, lung
