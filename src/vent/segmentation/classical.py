@@ -116,13 +116,15 @@ def _trachea_seed(ct_zyx: np.ndarray, air_zyx: np.ndarray, body_zyx: np.ndarray,
             continue
         centre_x = np.argwhere(body_zyx[z])[:, 1].mean()
         best = None
-        for k in range(1, n + 1):
-            points = np.argwhere(labels == k)
+        for k, box in enumerate(ndimage.find_objects(labels), start=1):  # each blob in its bounding box only
+            inside = labels[box] == k
+            points = np.argwhere(inside) + [box[0].start, box[1].start]
             area = len(points) * pixel_cm2
-            mean_hu = float(ct_zyx[z][labels == k].mean())
+            values = ct_zyx[z][box][inside]
+            mean_hu = float(values.mean())
             if TRACHEA_AREA_CM2[0] <= area <= TRACHEA_AREA_CM2[1] and mean_hu <= TRACHEA_MAX_HU:
                 distance = abs(points[:, 1].mean() - centre_x)
-                darkest = points[np.argmin(ct_zyx[z][labels == k])]
+                darkest = points[np.argmin(values)]
                 if best is None or distance < best[0]:
                     best = (distance, (z, int(darkest[0]), int(darkest[1])))
         if best is not None:
@@ -200,10 +202,29 @@ def _physical_x(mask_zyx: np.ndarray, reference: sitk.Image) -> float:
 
 def _smooth_lung(lung_zyx: np.ndarray, body_zyx: np.ndarray, reference: sitk.Image, closing_mm: float) -> np.ndarray:
     """Closing with a ball of ``closing_mm`` (vessels back in), holes filled per slice, kept in the body."""
+    if not lung_zyx.any():
+        return lung_zyx
     radius = [max(1, int(round(closing_mm / s))) for s in reference.GetSpacing()]
-    closed = sitk.GetArrayFromImage(sitk.BinaryMorphologicalClosing(_image(lung_zyx, reference), radius,
-                                                                    sitk.sitkBall)) > 0
-    return _fill_per_slice(closed | lung_zyx) & body_zyx
+    box = _padded_box(lung_zyx, radius[::-1])
+    crop = sitk.GetImageFromArray(lung_zyx[box].astype(np.uint8))
+    crop.SetSpacing(reference.GetSpacing())
+    closed = sitk.GetArrayFromImage(sitk.BinaryMorphologicalClosing(crop, radius, sitk.sitkBall)) > 0
+    smooth = np.zeros_like(lung_zyx)
+    smooth[box] = _fill_per_slice(closed | lung_zyx[box])
+    return smooth & body_zyx
+
+
+def _padded_box(mask_zyx: np.ndarray, pad_zyx: list[int]) -> tuple[slice, ...]:
+    """The bounding box of ``mask_zyx`` grown by ``pad_zyx + 1`` voxels (within the array).
+
+    A closing by a ball of radius r, and the per-slice hole filling after it, give inside this box what they give
+    on the whole array (the dilation reaches at most r beyond the mask, the ring outside it is background connected
+    to the slice border), so the mask is smoothed in the box alone, voxel for voxel the same (checked on LUNG1-001,
+    both directions)."""
+    found = np.argwhere(mask_zyx)
+    low = np.maximum(found.min(axis=0) - np.asarray(pad_zyx) - 1, 0)
+    high = np.minimum(found.max(axis=0) + np.asarray(pad_zyx) + 2, mask_zyx.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def segment_lungs(ct: sitk.Image, settings: LungSegmentationSettings | None = None) -> LungMasks:
