@@ -50,6 +50,16 @@ def test_validate_too_many_folds_exit_2(tmp_path, phantom_cohort):
     assert result.exit_code == 2 and "cv.n_folds = 5 but the cohort has 3 subjects" in result.output
 
 
+def test_validate_a_cohort_of_two_says_cross_validation_needs_three(tmp_path, phantom_cohort):
+    import shutil
+
+    shutil.rmtree(phantom_cohort / "Subject_03")
+    result = runner.invoke(app, ["validate", str(_config(tmp_path, phantom_cohort)), "--set", "cv.n_folds=2"])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "the cohort has 2 subject(s)" in message and "needs at least 3" in message
+    assert "at most 2" not in message  # never a fix that does not exist (cv.n_folds >= 2 always holds)
+
+
 def test_validate_missing_config_exit_2(tmp_path):
     result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "does not exist" in result.output

@@ -48,13 +48,14 @@ def check_config(config, n_cases: int | None = None) -> None:
         from vent.models.training import resolve_device
 
         resolve_device(config.execution.device)
+    if n_cases is not None and n_cases < 3:  # first: no cv.n_folds (at least 2) would do
+        raise ConfigError(f"the cohort has {n_cases} subject(s); cross-validation by patient needs at least 3: add "
+                          "subjects to data.root (for one new patient, use `vent predict` with a trained run)")
     if n_cases is not None and config.cv.n_folds > n_cases:
         raise ConfigError(
             f"cv.n_folds = {config.cv.n_folds} but the cohort has {n_cases} subjects; set cv.n_folds "
             f"to at most {n_cases}"
         )
-    if n_cases is not None and n_cases < 3:
-        raise ConfigError(f"the cohort has {n_cases} subject(s); cross-validation by patient needs at least 3")
     if n_cases is not None:
         from vent.cv import check_fold_sizes
 
