@@ -202,8 +202,8 @@ def _physical_x(mask_zyx: np.ndarray, reference: sitk.Image) -> float:
 
 def _smooth_lung(lung_zyx: np.ndarray, body_zyx: np.ndarray, reference: sitk.Image, closing_mm: float) -> np.ndarray:
     """Closing with a ball of ``closing_mm`` (vessels back in), holes filled per slice, kept in the body."""
-    if not lung_zyx.any():
-        return lung_zyx
+    if not lung_zyx.any():  # the empty side of a one-lung CT: nothing to close (a new array, as below)
+        return np.zeros_like(lung_zyx)
     radius = [max(1, int(round(closing_mm / s))) for s in reference.GetSpacing()]
     box = _padded_box(lung_zyx, radius[::-1])
     crop = sitk.GetImageFromArray(lung_zyx[box].astype(np.uint8))

@@ -313,20 +313,19 @@ def write_semireal_cohort(
             for any ``workers``.
         seed: Cohort seed.
         settings: Generator settings.
-        workers: Subjects made at once, in a process pool (``vent.execution``, one thread each); 1 = one at a time
-            in this process.
+        workers: Subjects made at once, in a process pool (``vent.execution``'s local backend, the cores shared
+            among them); 1 = one at a time in this process.
     """
     from vent.config import ExecutionConfig
     from vent.execution import run_tasks
     from vent.runner import NullProgress
 
-    _read_ct_and_lung(Path(ct_path), tuple(Path(p) for p in lung_mask_paths))  # bad input fails before any task
-    out_dir = Path(out_dir)
+    ct_path, mask_paths = Path(ct_path), tuple(Path(p) for p in lung_mask_paths)
+    _read_ct_and_lung(ct_path, mask_paths)  # bad input fails here, before any task starts
     marker = json.dumps({"generator_version": GENERATOR_VERSION, "seed": seed, "settings": asdict(settings)})
-    folders = [out_dir / subject_folder_name(index) for index in range(1, n_cases + 1)]
+    folders = [Path(out_dir) / subject_folder_name(index) for index in range(1, n_cases + 1)]
     jobs = [
-        _SubjectJob(f"semi-real {folder.name}", Path(ct_path), tuple(Path(p) for p in lung_mask_paths), folder,
-                    index, seed, settings, marker)
+        _SubjectJob(f"semi-real {folder.name}", ct_path, mask_paths, folder, index, seed, settings, marker)
         for index, folder in enumerate(folders, start=1)
         if not ((folder / COMPLETE_MARKER).is_file() and (folder / COMPLETE_MARKER).read_text() == marker)
     ]
