@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # The CPU build of torch, pinned so CI never pulls a multi-GB CUDA build. On a GPU workstation, install the CUDA
 # build of torch into the venv first (see README, "GPU workstation"); this pin is then skipped if torch is present.
 TORCH  ?= torch==2.13.0
+# Test processes (pytest-xdist): one per core, at most 4; each test file runs whole in one process, so a module's
+# fixture (the semi-real pipeline run, the tiny-cohort run) is computed once. `make test TEST_WORKERS=1` runs serially.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: install browser demo demo-full test test-fast clean-demo
 
@@ -32,10 +35,10 @@ browser:
 	  { echo "make: the tests need Chromium: run 'sudo apt-get install -y chromium' (or set VENT_CHROMIUM)"; exit 1; }
 
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install browser
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 clean-demo:
 	rm -rf runs/demo runs/demo_full data/synthetic_demo

@@ -410,7 +410,9 @@ def _print_estimate(config: Any, states: dict[str, str]) -> None:
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write Subject_XX folders into (VAMPIRE layout).")],
     cases: Annotated[int, typer.Option("--cases", min=1, help="Number of subjects.")] = 6,
-    modality: Annotated[str, typer.Option("--modality", help="pet (5 phases) or spect (10 phases).")] = "pet",
+    modality: Annotated[
+        str, typer.Option("--modality", help="pet (5 phases) or spect (10 phases), with --from-ct too.")
+    ] = "pet",
     size: Annotated[
         str, typer.Option("--size", help="tiny, demo or full (a real adult lung, ~600k voxels at 2 mm).")
     ] = "demo",
@@ -451,6 +453,8 @@ def synth(
             typer.echo(f"rewrote it in the {layout} layout: {manifest}")
             return
 
+        if modality not in ("pet", "spect"):
+            raise ConfigError(f"--modality {modality!r}: use 'pet' or 'spect'")
         if from_ct is not None:
             from dataclasses import replace
 
@@ -461,15 +465,13 @@ def synth(
             for path in [from_ct, *lung_mask]:
                 if not path.is_file():
                     raise ConfigError(f"{path} does not exist; pass an image SimpleITK reads")
-            settings = SemiRealSettings()
+            settings = SemiRealSettings(n_phases=5 if modality == "pet" else 10)
             if slab_mm is not None:
                 settings = replace(settings, slab_mm=None if slab_mm == 0 else slab_mm)
             folders = write_semireal_cohort(from_ct, list(lung_mask), out_dir, cases, seed=seed, settings=settings,
                                             workers=workers)
             typer.echo(f"wrote {len(folders)} semi-real subjects to {out_dir}")
             return
-        if modality not in ("pet", "spect"):
-            raise ConfigError(f"--modality {modality!r}: use 'pet' or 'spect'")
         if size not in ("tiny", "demo", "full"):
             raise ConfigError(f"--size {size!r}: use 'tiny', 'demo' or 'full'")
         folders = write_synthetic_cohort(

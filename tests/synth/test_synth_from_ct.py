@@ -38,3 +38,18 @@ def test_subjects_made_in_a_pool_equal_those_made_one_at_a_time(small_ct, tmp_pa
     files = _files(tmp_path / "serial")
     assert len([name for name in files if name.endswith(".mha")]) == 2 * (2 * 3 + 5)
     assert files == _files(tmp_path / "pooled")
+
+
+@pytest.mark.parametrize("modality, n_phases", [("pet", 5), ("spect", 10)])
+def test_cli_from_ct_takes_the_phase_count_from_the_modality(small_ct, tmp_path, modality, n_phases):
+    from typer.testing import CliRunner
+
+    from vent.cli import app
+
+    ct, (left, right) = small_ct
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "out"), "--from-ct", str(ct), "--lung-mask", str(left),
+                                      "--lung-mask", str(right), "--cases", "1", "--modality", modality,
+                                      "--slab-mm", "16"])
+    assert result.exit_code == 0, result.output
+    ct_files = sorted((tmp_path / "out" / "Subject_01" / "CT").glob("PhaseImage_*.mha"))
+    assert len(ct_files) == n_phases, ct_files
