@@ -61,6 +61,16 @@ are non-zero. Changes, each bit-identical to the previous engine
 * result, same process: 1 thread 103.9 -> 89.3 us (real, 1.16x), 112.6 -> 90.6 us (synthetic, 1.24x); 2 workers
   1.20x (real) and 1.22x (synthetic).
 
+Measured and left out later (2026-12-03, LUNG1-001 made to breathe, 300,276 lung voxels, one phase per task):
+
+* int16 GLCM and run-length tables (half the cache per worker; a 13^3 box's cells stay below 2 x 2197): two
+  phase tasks at once (2 numba threads each) took 42.2 / 40.9 and 45.0 / 43.5 s before, 43.2 / 41.1 and 42.9 /
+  42.9 s after: no gain.
+* rebuilding the box instead of sliding it across a gap when that needs fewer slab updates (a gap of 7-12 voxels
+  in a line): 2.398 -> 2.391 slab updates per centre, not worth a branch. The line starts (10,071 per phase, 13
+  slab updates each) are ~18 % of all slab updates: a traversal that carried the box from line to line in y
+  (serpentine) could save at most that, of the ~70 % of the time that slab updates take.
+
 End-to-end figures (ratio to pyradiomics, full 10-phase patient, peak RSS): ``scripts/bench_radiomics.py``.
 """
 
