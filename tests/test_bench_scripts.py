@@ -1,5 +1,6 @@
 """The prepared benchmarks run end to end on a CPU with tiny sizes: scripts/bench_gpu.py --quick (the GPU check,
-ready for a GPU machine) and scripts/bench_memory.py with a tiny store (its figures are measured by hand)."""
+ready for a GPU machine), scripts/bench_memory.py with a tiny store and scripts/bench_scaling.py on a tiny case
+(their figures are measured by hand)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def test_bench_memory_tiny_store_stays_under_its_bound(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "held in ram" in done.stdout and "held in mapped_file" in done.stdout
     assert "every peak is under the bound" in done.stdout
+
+
+def test_bench_scaling_times_one_phase_task_three_ways(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vent.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("run_dir: run\ndata:\n  root: cohort\n"
+                      "  synthetic: {cases: 3, modality: pet, size: tiny, seed: 0}\ncv: {n_folds: 3}\n")
+    result = CliRunner().invoke(app, ["run", str(config), "--only", "preprocess"])
+    assert result.exit_code == 0, result.output
+    case = sorted((tmp_path / "run" / "preprocess").glob("*.h5"))[0]
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_scaling.py"), str(case), "--phase", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "speed-up x" in done.stdout and "throughput x" in done.stdout
+    missing = subprocess.run([sys.executable, str(SCRIPTS / "bench_scaling.py"), str(tmp_path / "nope.h5")],
+                             capture_output=True, text=True, timeout=600)
+    assert missing.returncode != 0 and "nope.h5 does not exist" in missing.stderr
