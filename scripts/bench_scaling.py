@@ -29,47 +29,23 @@ import time
 from pathlib import Path
 
 
-class _NoProgress:
-    """The stage's progress interface, silent."""
-
-    def task(self, *args, **kwargs):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def advance(self, n: int) -> None:
-        pass
-
-
 def _child(pre: Path, phase: int, threads: int, warm: bool) -> None:
-    """Run one phase task (or, with ``warm``, the engine on a few centres) and print its seconds as JSON."""
-    import numpy as np
-
+    """Run one phase task (or, with ``warm``, load the compiled engine) and print its seconds as JSON."""
     from vent.config import ExecutionConfig, RadiomicsConfig
-    from vent.io.artifacts import read_preprocessed_phase
-    from vent.stages.radiomics import compute_radiomics_phase, filter_settings_from_config
+    from vent.runner import NullProgress
+    from vent.stages.radiomics import compute_radiomics_phase
 
-    execution = ExecutionConfig(backend="serial", threads=threads)
-    config = RadiomicsConfig()
     if warm:
-        from vent.radiomics import compute_voxel_features, discretise
+        from vent.estimate import measure_radiomics
 
-        one = read_preprocessed_phase(pre, phase)
-        mask = one.phase_mask_zyx > 0
-        grey, n_grey = discretise(one.ct_zyx, mask, bin_count=config.bin_count)
-        centres = np.argwhere(one.lung_mask_zyx > 0)[:64]
-        settings = filter_settings_from_config(config, one.grid.spacing_mm_zyx, execution)
-        compute_voxel_features(one.ct_zyx, grey, mask, centres, int(n_grey), settings)
+        measure_radiomics(13, 64, "numba", 1, n_centres=64)  # the same compiled engine: its array types are fixed
         print(json.dumps({"seconds": 0.0}))
         return
+    execution = ExecutionConfig(backend="serial", threads=threads)
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        facts = compute_radiomics_phase(pre, phase, config, execution, Path(scratch) / "phase.h5", "bench",
-                                        _NoProgress())
+        facts = compute_radiomics_phase(pre, phase, RadiomicsConfig(), execution, Path(scratch) / "phase.h5",
+                                        "bench", NullProgress())
         seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "n_voxels": facts["n_voxels"]}))
 
@@ -94,6 +70,8 @@ def main() -> None:
     parser.add_argument("--child-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cores < 1:
+        raise SystemExit(f"--cores {args.cores}: give the number of cores to use, at least 1")
     if not args.preprocessed.is_file():
         raise SystemExit(f"{args.preprocessed} does not exist: pass a case of a run's preprocess stage "
                          "(RUN/preprocess/<case>.h5; the docstring says how to make a real-CT one)")
