@@ -16,10 +16,11 @@ mask, so it doubles as the mask.
   The marginals p_x (= p_y), p_{x+y}, p_{x-y}, N, sum P^2 (exact in integers), sum P log2 P and max P come from one
   pass over the non-zero cells per direction (:func:`_glcm_cell_sums`; ~1 in 4 of the triangle on lung CT), the
   other features from the marginals in O(Ng) per direction.
-* GLRLM (IBSI 3.7, 13 directions): integer run-length tables (grey level, length) with their marginals r_i, r_j and
-  N_r, updated per slab (:func:`_glrlm_slab`): for directions in the slab plane the slab's own runs leave or enter
-  whole; for directions crossing it, each slab voxel is the first or last voxel of its line in the box, so exactly
-  one run changes length by one (or appears / disappears). Run extents come from two precomputed arrays, the run
+* GLRLM (IBSI 3.7, 13 directions): integer run-length tables (grey level, length) with their marginals r_i and
+  r_j, updated per slab (:func:`_glrlm_slab`; N_r = sum r_j per centre): for directions in the slab plane the slab's
+  own runs leave or enter whole; for directions crossing it, each slab voxel is the first or last voxel of its line
+  in the box (which one follows from the face), so exactly one run changes length by one (or appears /
+  disappears). Run extents come from two precomputed arrays, the run
   voxels before (``back``) and after (``fwd``) each voxel per direction, laid out (Z, Y, X, 13); lengths are
   clipped by the box faces. Features come from the marginals and from the rows of levels present.
 
@@ -66,15 +67,36 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 # Intensity: sorted multiset of kernel values
 # ----------------------------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _gather_slab(values, grey, xs, z0, z1, y0, y1, buf):
-    """Sorted raw values of the masked voxels (grey != 0) of slab x = xs into buf; returns their number."""
-    m = 0
+def _gather_slab(values, grey, xs, z0, z1, y0, y1, buf, level_start):
+    """Sorted raw values of the masked voxels (grey != 0) of slab x = xs into buf; returns their number.
+
+    Grey levels are a discretisation of the values, so ordering by level first (a counting sort over the levels,
+    ``level_start`` (n_grey + 2,) scratch) leaves each value a few places from its final one; an insertion sort
+    then finishes the order. The result is the sorted multiset whatever the levels are (the levels only make it
+    fast): on lung CT ~3.6x faster than a comparison sort of the slab (137 values, 64 levels: 1.8 against 6.4 us),
+    whose unpredictable comparisons dominate at this size.
+    """
+    level_start[:] = 0
     for z in range(z0, z1 + 1):
         for y in range(y0, y1 + 1):
-            if grey[z, y, xs] != 0:
-                buf[m] = values[z, y, xs]
-                m += 1
-    buf[:m].sort()
+            level_start[grey[z, y, xs] + 1] += 1
+    level_start[1] = 0  # level 0 (outside the mask) takes no place
+    for g in range(2, len(level_start)):
+        level_start[g] += level_start[g - 1]
+    for z in range(z0, z1 + 1):
+        for y in range(y0, y1 + 1):
+            g = grey[z, y, xs]
+            if g != 0:
+                buf[level_start[g]] = values[z, y, xs]
+                level_start[g] += 1
+    m = level_start[len(level_start) - 1]
+    for i in range(1, m):
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
     return m
 
 
@@ -520,15 +542,6 @@ def _steps_in_box(c, step, lo, hi, limit):
 
 
 @njit(**_JIT)
-def _run_count_step(d, g, length, s, table, pg, pr, n_runs):
-    """Add s (+1 / -1) runs of grey level g and length ``length`` to direction d's run-length table and marginals."""
-    table[d, g, length] += s
-    pg[d, g] += s
-    pr[d, length] += s
-    n_runs[d] += s
-
-
-@njit(**_JIT)
 def _face_steps(z0, z1, y0, y1, dirs, lmax, ahead, behind):
     """Voxels from (z, y) to the box's z/y faces along each direction, ahead (+d) and behind (-d), capped at lmax.
 
@@ -544,21 +557,27 @@ def _face_steps(z0, z1, y0, y1, dirs, lmax, ahead, behind):
 
 
 @njit(**_JIT)
-def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg, pr, n_runs):
-    """Update the run-length tables when slab x = xs leaves (s = -1) or enters (s = +1) the box.
+def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg, pr):
+    """Update the run-length tables when slab x = xs leaves (s = -1, xs = bx0) or enters (s = +1, xs = bx1) the box.
 
-    The box [z0, z1] x [y0, y1] x [bx0, bx1] contains the slab: before removal xs = bx0, after insertion xs = bx1.
-    Runs are maximal segments of equal grey level in the masked box along a direction. For a voxel v of the
-    slab, with B(v) = min(back + 1, voxels to the box face behind v) and F(v) = min(fwd + 1, voxels to the face ahead):
+    The box [z0, z1] x [y0, y1] x [bx0, bx1] contains the slab. Runs are maximal segments of equal grey level in
+    the masked box along a direction. For a voxel v of the slab, with B(v) = min(back + 1, voxels to the box face
+    behind v) and F(v) = min(fwd + 1, voxels to the face ahead):
     * directions in the slab plane (dx = 0): the runs that start in the slab (B = 1) leave or enter whole, with
       length F;
-    * directions crossing the slab (dx = +-1): v is the first (B = 1) or else the last voxel of its line inside the
-      box, so its run of length L (F if first, B if last) becomes L - 1 when v leaves, or was L - 1 before v entered.
-    Only integer counts change, so the tables depend on the box alone, not on how it was reached.
-    ``grey`` is 0 outside the kernel mask; ``ahead_zy``/``behind_zy`` come from :func:`_face_steps`.
+    * directions crossing the slab (dx = +-1): v is the first or the last voxel of its line inside the box, so its
+      run of length L becomes L - 1 when v leaves, or was L - 1 before v entered. Which end v is follows from the
+      face alone: v is the last voxel along d (one voxel to the face ahead) when the slab is the box's face ahead
+      of it (entering with dx = +1, leaving with dx = -1), and then L = B; otherwise v is the first and L = F.
+      (When v is both, L = 1 either way.) So no test on the data picks the formula.
+    The change L -> L - 1 moves one run between columns L and L - 1 of the table and of r_j; a run of length 1
+    lands in column 0, which nothing reads, instead of a test, and only then does r_i change (N_r = sum r_j is
+    summed at evaluation, :func:`_glrlm_features`). Only integer counts change, so the tables depend on the box
+    alone, not on how it was reached. ``grey`` is 0 outside the kernel mask; ``ahead_zy``/``behind_zy`` come from
+    :func:`_face_steps` (the z/y faces; the x faces are ``width`` = bx1 - bx0 + 1 voxels apart).
     """
-    x_ahead_pos = bx1 - xs + 1  # voxels to the x face ahead for dx = +1 (behind for dx = -1)
-    x_behind_pos = xs - bx0 + 1
+    width = bx1 - bx0 + 1
+    entering = s > 0
     for z in range(z0, z1 + 1):
         for y in range(y0, y1 + 1):
             g = grey[z, y, xs]
@@ -572,30 +591,23 @@ def _glrlm_slab(xs, s, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy
                     if min(int(back[z, y, xs, d]) + 1, behind) != 1:
                         continue  # the run starts before this voxel
                     length = min(int(fwd[z, y, xs, d]) + 1, ahead)
-                    _run_count_step(d, g, length, s, table, pg, pr, n_runs)
+                    table[d, g, length] += s
+                    pg[d, g] += s
+                    pr[d, length] += s
                     continue
-                if dx > 0:
-                    ahead = min(ahead, x_ahead_pos)
-                    behind = min(behind, x_behind_pos)
-                else:
-                    ahead = min(ahead, x_behind_pos)
-                    behind = min(behind, x_ahead_pos)
-                if behind == 1:  # first voxel of its line in the box
-                    length = min(int(fwd[z, y, xs, d]) + 1, ahead)
-                else:  # last voxel of its line in the box
-                    length = min(int(back[z, y, xs, d]) + 1, behind)
+                if (dx > 0) == entering:  # v is the last voxel of its line in the box
+                    length = min(int(back[z, y, xs, d]) + 1, min(behind, width))
+                else:  # v is the first
+                    length = min(int(fwd[z, y, xs, d]) + 1, min(ahead, width))
                 table[d, g, length] += s
                 pr[d, length] += s
-                if length > 1:  # the run of level g changes length only: r_i and N_r stay
-                    table[d, g, length - 1] -= s
-                    pr[d, length - 1] -= s
-                else:
-                    pg[d, g] += s
-                    n_runs[d] += s
+                table[d, g, length - 1] -= s
+                pr[d, length - 1] -= s
+                pg[d, g] += s * (length == 1)
 
 
 @njit(**_JIT)
-def _glrlm_features(n_voxels, n_grey, lmax, table, pg, pr, n_runs, clogc, out_sum):
+def _glrlm_features(n_voxels, n_grey, lmax, table, pg, pr, clogc, out_sum):
     """Sum over the 13 directions of the 16 GLRLM features (IBSI 3.7) from the run-length tables; returns #directions.
 
     P(i, j) = runs of grey level i and length j; N_r = sum P; N_v = sum j P = ``n_voxels`` (every voxel of the
@@ -620,7 +632,9 @@ def _glrlm_features(n_voxels, n_grey, lmax, table, pg, pr, n_runs, clogc, out_su
         out_sum[k] = 0.0
     used = 0
     for d in range(13):
-        runs = n_runs[d]
+        runs = 0
+        for j in range(1, lmax + 1):
+            runs += pr[d, j]
         if runs == 0:
             continue
         used += 1
@@ -764,12 +778,12 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
     table = np.zeros((13, n_grey + 1, lmax + 1), dtype=np.int32)
     pg = np.zeros((13, n_grey + 1), dtype=np.int64)
     pr = np.zeros((13, lmax + 1), dtype=np.int64)
-    n_runs = np.zeros(13, dtype=np.int64)
     ahead_zy = np.empty((nzb, nyb, 13), dtype=np.int32)
     behind_zy = np.empty((nzb, nyb, 13), dtype=np.int32)
     _face_steps(z0, z1, y0, y1, dirs, lmax, ahead_zy, behind_zy)
     fdir = np.empty(N_GLCM, dtype=np.float64)
     rsum = np.empty(N_GLRLM, dtype=np.float64)
+    level_start = np.empty(n_grey + 2, dtype=np.int64)
     n_sorted = 0
     bx0 = max(0, centres[start, 2] - radius)
     bx1 = bx0 - 1
@@ -783,7 +797,6 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
             table[:] = 0
             pg[:] = 0
             pr[:] = 0
-            n_runs[:] = 0
             n_sorted = 0
         if t0 > bx1:
             bx0 = t0
@@ -796,7 +809,7 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
                 _glcm_slab(planes[r], neighbour, nzb, nyb, -1, _FRONT_OFFSETS, _FRONT_DIRECTION, cnt, occupied)
             if parts & PART_GLRLM_SLABS:
                 _glrlm_slab(bx0, -1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
-                            pr, n_runs)
+                            pr)
             if bx0 + 1 == t0 and bx1 + 1 == t1:
                 pending = r
             else:
@@ -812,8 +825,8 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
                 _glcm_slab(planes[r], neighbour, nzb, nyb, 1, _BACK_OFFSETS, _BACK_DIRECTION, cnt, occupied)
             if parts & PART_GLRLM_SLABS:
                 _glrlm_slab(bx1, 1, z0, z1, y0, y1, bx0, bx1, grey, back, fwd, dirs, ahead_zy, behind_zy, table, pg,
-                            pr, n_runs)
-            ring_n[r] = _gather_slab(values, grey, bx1, z0, z1, y0, y1, ring[r])
+                            pr)
+            ring_n[r] = _gather_slab(values, grey, bx1, z0, z1, y0, y1, ring[r], level_start)
             if pending >= 0:
                 n_sorted = _merge_replace(sv, n_sorted, ring[pending], ring_n[pending], ring[r], ring_n[r], work)
                 pending = -1
@@ -828,7 +841,7 @@ def _process_line(centres, start, stop, grey, values, back, fwd, radius, n_grey,
                            row[N_INTENSITY:N_INTENSITY + N_GLCM])
         used = 0
         if parts & PART_GLRLM_FEATURES and n_sorted > 0:
-            used = _glrlm_features(n_sorted, n_grey, lmax, table, pg, pr, n_runs, clogc, rsum)
+            used = _glrlm_features(n_sorted, n_grey, lmax, table, pg, pr, clogc, rsum)
         for k in range(N_GLRLM):
             row[N_INTENSITY + N_GLCM + k] = rsum[k] / used if used > 0 else np.nan
 
