@@ -88,3 +88,18 @@ def test_only_the_kernels_region_is_read():
     grey_near = np.where(mask_near, np.maximum(grey, 1), 0)
     with pytest.raises(DataError, match="NaN"):
         compute_voxel_features(near, grey_near, mask_near, centres, n_grey, settings)
+
+
+def test_intensity_features_do_not_depend_on_the_grey_levels_order():
+    """The slab's values are pre-ordered by grey level before their sort (the levels are normally a discretisation of
+    the values); with levels that say nothing about the values the sort must still give the same intensity features."""
+    image, grey, mask, n_grey = _blobby_case(seed=7, bins=12)
+    rng = np.random.default_rng(3)
+    permuted = np.where(mask, rng.permutation(np.arange(1, n_grey + 1))[np.maximum(grey, 1) - 1], 0)
+    assert (permuted[mask] != grey[mask]).any()
+    centres = _line_centres(image.shape)
+    settings = FilterSettings(kernel_voxels=5, dtype="float64", backend="numba", n_workers=1)
+    intensity = slice(0, 18)
+    ordered = compute_voxel_features(image, grey, mask, centres, n_grey, settings)[:, intensity]
+    scrambled = compute_voxel_features(image, permuted, mask, centres, n_grey, settings)[:, intensity]
+    np.testing.assert_array_equal(scrambled, ordered)
