@@ -1,6 +1,6 @@
 """The prepared benchmarks run end to end on a CPU with tiny sizes: scripts/bench_gpu.py --quick (the GPU check,
-ready for a GPU machine), scripts/bench_memory.py with a tiny store and scripts/bench_scaling.py on a tiny case
-(their figures are measured by hand)."""
+ready for a GPU machine), scripts/bench_memory.py with a tiny store, and scripts/bench_scaling.py and
+scripts/bench_merge.py on a tiny case (their figures are measured by hand)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -35,21 +37,39 @@ def test_bench_memory_tiny_store_stays_under_its_bound(tmp_path: Path) -> None:
     assert "every peak is under the bound" in done.stdout
 
 
-def test_bench_scaling_times_one_phase_task_three_ways(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preprocessed tiny synthetic case (``RUN/preprocess/<case>.h5``)."""
     from typer.testing import CliRunner
 
     from vent.cli import app
 
-    config = tmp_path / "tiny.yaml"
+    folder = tmp_path_factory.mktemp("bench_case")
+    config = folder / "tiny.yaml"
     config.write_text("run_dir: run\ndata:\n  root: cohort\n"
                       "  synthetic: {cases: 3, modality: pet, size: tiny, seed: 0}\ncv: {n_folds: 3}\n")
     result = CliRunner().invoke(app, ["run", str(config), "--only", "preprocess"])
     assert result.exit_code == 0, result.output
-    case = sorted((tmp_path / "run" / "preprocess").glob("*.h5"))[0]
-    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_scaling.py"), str(case), "--phase", "1"],
+    return sorted((folder / "run" / "preprocess").glob("*.h5"))[0]
+
+
+def test_bench_scaling_times_one_phase_task_three_ways(tiny_case: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_scaling.py"), str(tiny_case), "--phase", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "speed-up x" in done.stdout and "throughput x" in done.stdout
     missing = subprocess.run([sys.executable, str(SCRIPTS / "bench_scaling.py"), str(tmp_path / "nope.h5")],
                              capture_output=True, text=True, timeout=600)
     assert missing.returncode != 0 and "nope.h5 does not exist" in missing.stderr
+
+
+def test_bench_merge_times_both_revisions_and_compares_their_files(tiny_case: Path, tmp_path: Path) -> None:
+    """Against HEAD the two children run the same merge (with this checkout's changes, if any, on one side): the
+    script must still time both and find the merged files equal."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_merge.py"), str(tiny_case), "--compare-rev", "HEAD",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "speed-up x" in done.stdout and "merged files equal array for array: True" in done.stdout
+    refused = subprocess.run([sys.executable, str(SCRIPTS / "bench_merge.py"), str(tmp_path / "nope.h5"),
+                              "--compare-rev", "HEAD"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "nope.h5 is not a file" in refused.stderr

@@ -123,7 +123,8 @@ def test_compaction_keeps_the_chosen_voxels_and_leaves_no_temporary(tmp_path):
                                                ("drop", "phase")])
 def test_phase_tasks_then_merge_write_the_one_call_case_bit_for_bit(case, tmp_path, policy, scope):
     """The stage's path (one task per phase, then the merge) and `vent predict`'s (one call, voxel blocks with all
-    phases) write the same file contents; the policies run in the merge, across the phases."""
+    phases) write the same file contents; each policy's recomputation and the lung-edge channels run in the phase
+    tasks, carrying and dropping in the merge."""
     import h5py
 
     from vent.io.artifacts import write_preprocessed_case
@@ -170,3 +171,31 @@ def test_a_merge_refuses_a_phase_file_of_another_phase(case, tmp_path):
     with pytest.raises(ArtifactError, match="not phase 0 of c"):  # another fingerprint: another run's settings
         compute_radiomics_case(case, config, ExecutionConfig(threads=1), tmp_path / "out.h5", "other",
                                NullProgress(), phase_files=parts)
+
+
+def test_a_phase_file_of_the_older_layout_or_without_its_edge_channels_is_refused(case, tmp_path):
+    """Phase files of format 1 held raw features only (the merge recomputed and made the edge channels): a resumed
+    run must recompute such a phase, not merge it as if the phase task had done its part."""
+    import h5py
+
+    from vent.errors import ArtifactError
+    from vent.io.artifacts import open_radiomics_phase, write_preprocessed_case
+    from vent.runner import NullProgress
+    from vent.stages.radiomics import compute_radiomics_phase
+
+    config = RadiomicsConfig(features=FEATURES, bin_count=16)
+    pre_path = tmp_path / "pre.h5"
+    write_preprocessed_case(pre_path, case, "pre-fp")
+    part = tmp_path / "phase_0.h5"
+    compute_radiomics_phase(pre_path, 0, config, ExecutionConfig(threads=1), part, "fp", NullProgress())
+    handle, attrs = open_radiomics_phase(part)
+    handle.close()
+    assert attrs["empty_kernel"] == {"empty": 450, "undefined": 0, "recomputed": 450}
+    with h5py.File(part, "a") as handle:
+        del handle["edge"]
+    with pytest.raises(ArtifactError, match=r"phase_0\.h5 has no /edge .*re-run the radiomics stage"):
+        open_radiomics_phase(part)
+    with h5py.File(part, "a") as handle:
+        handle.attrs["format_version"] = 1
+    with pytest.raises(ArtifactError, match=r"phase_0\.h5 has format_version 1; this vent reads format 2"):
+        open_radiomics_phase(part)

@@ -99,7 +99,7 @@ def radiomics_partial_dir(run_dir: Path, case: str) -> Path:
 
 
 def radiomics_phase_file(run_dir: Path, case: str, phase: int) -> Path:
-    """One phase's raw features of a case (``vent.io.artifacts.create_radiomics_phase``), phase 0 first."""
+    """One phase's features of a case (``vent.io.artifacts.create_radiomics_phase``), phase 0 first."""
     return radiomics_partial_dir(run_dir, case) / f"phase_{phase:02d}.h5"
 
 

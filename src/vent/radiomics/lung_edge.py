@@ -34,6 +34,7 @@ __all__ = [
     "EDGE_CHANNELS",
     "kernel_lung_fraction",
     "edge_sequences",
+    "phase_edge_channels",
     "carry_nearest_phase",
 ]
 
@@ -60,22 +61,30 @@ def signed_distance_mm(mask_zyx: np.ndarray, spacing_mm_zyx: tuple[float, float,
     return np.where(mask, inside, -outside).astype(np.float32)
 
 
-def edge_sequences(
-    phase_masks_tzyx: np.ndarray, coords_zyx: np.ndarray, spacing_mm_zyx: tuple[float, float, float], kernel_voxels: int
+def phase_edge_channels(
+    phase_mask_zyx: np.ndarray, coords_zyx: np.ndarray, spacing_mm_zyx: tuple[float, float, float], kernel_voxels: int
 ) -> np.ndarray:
-    """The lung-edge positional sequences of each voxel, (N, T, 3) float32, channels :data:`EDGE_CHANNELS`.
+    """The lung-edge channels of each voxel at one phase, (N, 3) float32, channels :data:`EDGE_CHANNELS`.
 
-    inside = 1 if the voxel is in phase t's lung mask; distance_mm = :func:`signed_distance_mm` at the voxel;
+    inside = 1 if the voxel is in the phase's lung mask; distance_mm = :func:`signed_distance_mm` at the voxel;
     kernel_lung_fraction = :func:`kernel_lung_fraction` at the voxel.
     """
     z, y, x = np.asarray(coords_zyx).T
-    out = np.empty((len(z), len(phase_masks_tzyx), len(EDGE_CHANNELS)), dtype=np.float32)
-    for t, mask in enumerate(phase_masks_tzyx):
-        mask = mask > 0
-        out[:, t, 0] = mask[z, y, x]
-        out[:, t, 1] = signed_distance_mm(mask, spacing_mm_zyx)[z, y, x]
-        out[:, t, 2] = kernel_lung_fraction(mask, kernel_voxels)[z, y, x]
+    mask = phase_mask_zyx > 0
+    out = np.empty((len(z), len(EDGE_CHANNELS)), dtype=np.float32)
+    out[:, 0] = mask[z, y, x]
+    out[:, 1] = signed_distance_mm(mask, spacing_mm_zyx)[z, y, x]
+    out[:, 2] = kernel_lung_fraction(mask, kernel_voxels)[z, y, x]
     return out
+
+
+def edge_sequences(
+    phase_masks_tzyx: np.ndarray, coords_zyx: np.ndarray, spacing_mm_zyx: tuple[float, float, float], kernel_voxels: int
+) -> np.ndarray:
+    """The lung-edge positional sequences of each voxel, (N, T, 3) float32: :func:`phase_edge_channels` of every
+    phase."""
+    return np.stack([phase_edge_channels(mask, coords_zyx, spacing_mm_zyx, kernel_voxels)
+                     for mask in phase_masks_tzyx], axis=1)
 
 
 def carry_nearest_phase(values_ntf: np.ndarray, invalid_nt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
