@@ -13,7 +13,8 @@ machine's load falls on both alike. Each child writes phase files as its own rev
 seeded random features, all 56, the radiomics section's defaults; with this checkout, also each phase's lung-edge
 channels and empty-kernel tallies, which its phase tasks compute), then times one whole merge task: reading the
 preprocessed case, the merge, the atomic write and the seal. Prints each child's seconds, the minimum of each
-revision over the rounds and their ratio, and whether the two revisions' merged files are equal array for array.
+revision over the rounds and their ratio, and whether the two revisions' merged files are equal array for array
+and attribute for attribute.
 The random features hold no NaN, so neither merge recomputes an empty kernel; on a case that has some, the older
 merge also recomputed them, serially.
 """
@@ -41,6 +42,7 @@ def _child(pre_path: Path, src: Path, scratch: Path) -> None:
     from vent.config import ExecutionConfig, RadiomicsConfig
     from vent.io import artifacts
     from vent.io.atomic import atomic_path
+    from vent.radiomics import discretise
     from vent.runner import NullProgress
     from vent.stages.radiomics import compute_radiomics_case, filter_settings_from_config, selected_feature_specs
 
@@ -55,7 +57,8 @@ def _child(pre_path: Path, src: Path, scratch: Path) -> None:
     phase_files = []
     for t in range(pre.n_phases):
         path = scratch / f"phase_{t:02d}.h5"
-        attrs = {"case_id": pre.case_id, "fingerprint": "bench", "phase": t, "n_grey": config.bin_count}
+        _, n_grey = discretise(pre.ct_tzyx[t], pre.phase_masks_tzyx[t] > 0, bin_count=config.bin_count)
+        attrs = {"case_id": pre.case_id, "fingerprint": "bench", "phase": t, "n_grey": int(n_grey)}
         with h5py.File(path, "w") as handle:
             artifacts.create_radiomics_phase(handle, len(coords), ids, attrs)[:] = rng.random(
                 (len(coords), len(ids)), dtype=np.float32)
@@ -86,7 +89,8 @@ def _same_files(a: Path, b: Path) -> bool:
     import numpy as np
 
     with h5py.File(a, "r") as x, h5py.File(b, "r") as y:
-        return sorted(x) == sorted(y) and all(np.array_equal(x[k][...], y[k][...]) for k in x)
+        same_attrs = sorted(x.attrs) == sorted(y.attrs) and all(np.array_equal(x.attrs[k], y.attrs[k]) for k in x.attrs)
+        return sorted(x) == sorted(y) and all(np.array_equal(x[k][...], y[k][...]) for k in x) and same_attrs
 
 
 def main() -> None:
@@ -126,7 +130,7 @@ def main() -> None:
               f"{args.compare_rev} {best[args.compare_rev]:.2f} s, "
               f"speed-up x{best[args.compare_rev] / best['this checkout']:.2f}")
         first = {name: folder / f"0-0-{name.replace(' ', '_')}" / "case.h5" for name in sources}
-        print("merged files equal array for array:", _same_files(*first.values()))
+        print("merged files equal array for array and attribute for attribute:", _same_files(*first.values()))
 
 
 if __name__ == "__main__":

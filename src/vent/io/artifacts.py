@@ -261,8 +261,8 @@ def open_radiomics_phase(path: Path) -> tuple[h5py.File, dict[str, Any]]:
     try:
         check_format(path, attrs, RADIOMICS_PHASE_FORMAT, "radiomics")
         if "edge" not in handle or "empty_kernel" not in attrs:
-            raise ArtifactError(f"{path} has no /edge or no empty_kernel attribute (an interrupted write); delete it "
-                                "and re-run the radiomics stage")
+            raise ArtifactError(f"{path} has no /edge or no empty_kernel attribute (not written by a finished phase "
+                                "task); delete it and re-run the radiomics stage")
         try:
             attrs["empty_kernel"] = json.loads(attrs["empty_kernel"])
         except ValueError as error:

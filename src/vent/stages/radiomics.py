@@ -304,7 +304,8 @@ def compute_radiomics_case(
         progress: the run's progress (``task(description, total)``).
         feature_ids: compute only these (``vent predict``: the features a trained model reads); None = the
             section's ``features``.
-        phase_files: the phases' raw features (:func:`compute_radiomics_phase`, phase 0 first) to merge instead of
+        phase_files: the phase tasks' files (:func:`compute_radiomics_phase`, phase 0 first: features with each
+            phase's part of the empty-kernel policy done, edge channels, tallies, grey levels) to merge instead of
             computing them; each must hold this case, ``fingerprint``, its phase and the voxels and features here.
 
     Returns:
@@ -318,14 +319,14 @@ def compute_radiomics_case(
     coords = np.argwhere(lung).astype(np.int32)
     _check_kernel_within_lung(case, coords, config.kernel_mm, settings.kernel_voxels, pre.grid.spacing_mm_zyx[0])
     n_voxels, n_phases = len(coords), pre.n_phases
-    scales = _phase_scales(pre, lung, config)
-    attrs = _case_attrs(case, fingerprint, config, settings, scales, pre)
     counts = EmptyKernelCounts.zeros(n_phases)
     keep = np.ones(n_voxels, dtype=bool)
     sources = [] if phase_files is None else _open_phase_files(phase_files, case, fingerprint, n_voxels, feature_ids,
                                                                  counts)
     raw_blocks = None if phase_files is None else _phase_file_reader([h["features"] for h in sources])
     try:
+        scales, n_grey = _scales_or_phase_file_levels(pre, lung, config, sources)
+        attrs = _case_attrs(case, fingerprint, config, settings, n_grey, pre)
         with h5py.File(out_path, "w") as handle:
             features = create_radiomics_case(
                 handle, n_voxels, n_phases, feature_ids, [s.ibsi_id for s in specs], attrs
@@ -408,6 +409,16 @@ def _open_phase_files(paths: Sequence[Path], case: str, fingerprint: str, n_voxe
     return opened
 
 
+def _scales_or_phase_file_levels(pre: Any, lung: np.ndarray, config: Any,
+                                 sources: list[h5py.File]) -> tuple[list[_PhaseScale] | None, list[int]]:
+    """(scales, grey levels per phase) of a case: a merge (open phase files) takes the levels its phase tasks found
+    and needs no scale; the one-call path discretises every phase (``_phase_scales``)."""
+    if sources:
+        return None, [int(handle.attrs["n_grey"]) for handle in sources]
+    scales = _phase_scales(pre, lung, config)
+    return scales, [scale.n_grey for scale in scales]
+
+
 def _phase_file_reader(datasets: list[Any]) -> Callable[[int, np.ndarray], np.ndarray]:
     """(n, T, F) features of the voxel block starting at ``start`` from the phases' (N, F) datasets.
 
@@ -421,7 +432,7 @@ def _phase_file_reader(datasets: list[Any]) -> Callable[[int, np.ndarray], np.nd
 
 
 def _case_attrs(
-    case: str, fingerprint: str, config: Any, settings: Any, scales: list[_PhaseScale], pre: Any
+    case: str, fingerprint: str, config: Any, settings: Any, n_grey_per_phase: list[int], pre: Any
 ) -> dict[str, Any]:
     """The radiomics file's attributes: case, fingerprint, settings (with kernel and grey levels), phases, grid."""
     return {
@@ -431,7 +442,7 @@ def _case_attrs(
             {
                 **json.loads(config.model_dump_json()),
                 "kernel_voxels": settings.kernel_voxels,
-                "n_grey_per_phase": [s.n_grey for s in scales],
+                "n_grey_per_phase": n_grey_per_phase,
             }
         ),
         "phase_order": pre.attrs.get("phase_order"),
@@ -458,13 +469,15 @@ def case_feature_blocks(
     ``config.empty_kernel`` (see :mod:`vent.radiomics.lung_edge`) and tallied in ``counts``. Rows with ``keep``
     False are voxels to leave out of the analysis (their values are 0). ``scales``: the phases' grey levels when the
     caller has them (``_phase_scales``), so each phase is discretised once. ``raw_blocks(start, block)``: the
-    block's raw (n, T, F) features when computed already (the phase tasks' files), else they are computed here.
+    block's (n, T, F) features as the phase tasks wrote them (each phase's part of the policy done), else they are
+    computed here (and ``scales`` is unused with it).
     """
     lung = pre.lung_mask_zyx > 0
-    scales = scales if scales is not None else _phase_scales(pre, lung, config)
     fallback = None
-    if raw_blocks is None and config.empty_kernel == "analysis_mask":
-        fallback = [_fallback_scale(pre.ct_tzyx[t], lung, config, scale) for t, scale in enumerate(scales)]
+    if raw_blocks is None:  # the features are computed here, each phase on its own scale
+        scales = scales if scales is not None else _phase_scales(pre, lung, config)
+        if config.empty_kernel == "analysis_mask":
+            fallback = [_fallback_scale(pre.ct_tzyx[t], lung, config, scale) for t, scale in enumerate(scales)]
     for start in range(0, len(coords), _BLOCK):
         block = coords[start : start + _BLOCK]
         if raw_blocks is None:
